@@ -1,0 +1,147 @@
+"""``insan-edge``: run the daemon, check a config, talk to a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from insan_edge import __version__
+from insan_edge.client import DEFAULT_SOCKET, ClientError, LocalClient
+from insan_edge.errors import ConfigError, InsanEdgeError
+
+
+def _socket_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--socket",
+        type=Path,
+        default=DEFAULT_SOCKET,
+        help=f"daemon socket (default {DEFAULT_SOCKET}, or $INSAN_EDGE_SOCKET)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="insan-edge", description="Private family recommendations on this box."
+    )
+    parser.add_argument("--version", action="version", version=f"insan-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", type=Path, required=True, help="the YAML config file")
+    run.add_argument("--state-dir", type=Path, help="override system.paths.state_dir")
+    run.add_argument("--socket", type=Path, help="override system.paths.socket")
+
+    status = sub.add_parser("status", help="show what the running daemon is doing")
+    _socket_arg(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    rec = sub.add_parser("recommend", help="ask the running daemon for recommendations")
+    _socket_arg(rec)
+    rec.add_argument("--family", required=True)
+    rec.add_argument("--member")
+    rec.add_argument("--count", type=int, default=3)
+    rec.add_argument("--context", default="{}", help='JSON, e.g. \'{"time_of_day": "morning"}\'')
+    rec.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    config = sub.add_parser("config", help="work with the config file")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a config file and report every problem")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    model = s["model"]
+    print(
+        f"insan-edge {s['version']}, up {s['uptime_seconds']:.0f} s, config {s['config']['path']} (preset {s['config']['preset']})"
+    )
+    if s["config"]["last_reload_error"]:
+        print("  last config edit was REJECTED (the previous config is still running):")
+        for problem in s["config"]["last_reload_error"]:
+            print(f"    {problem}")
+    print(
+        f"model: {model['name']} on {model['device']} ({model['architecture']}, context {model['context_length']})"
+    )
+    for fam in s["families"]:
+        members = ", ".join(f"{m['id']} ({m['age']})" for m in fam["members"])
+        print(f"family {fam['id']}: {members}; model {fam['model']['version']}")
+    safety = s["safety"]
+    print(
+        f"safety: {safety['items_served']} items served, {safety['items_dropped']} dropped {safety['drops_by_rule'] or ''}"
+    )
+    req = s["requests"]
+    print(f"requests: {req['recommendations']} recommendations, {req['cache_hits']} from cache")
+    mem = s["memory"]
+    print(
+        f"memory: {mem['rss_mb']:.0f} MB used by the daemon, {mem['available_mb']} MB of {mem['total_mb']} MB free"
+    )
+
+
+def _print_answer(a: dict[str, Any]) -> None:
+    print(
+        f"for {', '.join(a['members'])} (model {a['model']['name']}@{a['model']['version']}, "
+        f"{a['latency_ms']:.0f} ms{', cached' if a['cached'] else ''}; {a['dropped']} dropped by safety)"
+    )
+    if not a["items"]:
+        print("  no suggestion passed the family's safety rules this time")
+    for n, item in enumerate(a["items"], 1):
+        print(f"{n}. {item['title']} [{item['category']}, {item['content_rating']}]")
+        print(f"   {item['description']}")
+        if item["reason"]:
+            print(f"   why: {item['reason']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from insan_edge.daemon import run
+
+            return run(args.config, args.state_dir, args.socket)
+        if args.command == "config":
+            from insan_edge.config import load_config
+
+            loaded = load_config(args.file)
+            families = loaded.config.families
+            members = sum(len(f.members) for f in families.values())
+            print(
+                f"{args.file}: OK ({len(families)} famil{'y' if len(families) == 1 else 'ies'}, "
+                f"{members} members, preset {loaded.preset}: {loaded.preset_reason})"
+            )
+            return 0
+        client = LocalClient(args.socket)
+        if args.command == "status":
+            s = client.status()
+            print(json.dumps(s, indent=2)) if args.json else _print_status(s)
+            return 0
+        if args.command == "recommend":
+            try:
+                context = json.loads(args.context)
+            except json.JSONDecodeError as exc:
+                print(f"error: --context is not valid JSON: {exc}", file=sys.stderr)
+                return 2
+            body: dict[str, Any] = {"count": args.count, "context": context}
+            if args.member:
+                body["member"] = args.member
+            answer = client.recommend(args.family, body)
+            print(json.dumps(answer, indent=2)) if args.json else _print_answer(answer)
+            return 0
+    except ConfigError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    except ClientError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except InsanEdgeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""System settings: paths, model, recommendations, training and API limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from insan_edge.config.base import ConfigModel
+from insan_edge.config.family import Rating
+
+PRESETS: tuple[str, ...] = ("jetson", "development", "child-safe", "production")
+
+
+class Paths(ConfigModel):
+    state_dir: Path = Field(
+        default=Path("/var/lib/insan-edge"),
+        title="State directory",
+        description="Database, models and adapters live here.",
+    )
+    socket: Path = Field(
+        default=Path("/run/insan-edge/api.sock"),
+        title="API socket",
+        description="Unix socket the local API listens on (mode 0660).",
+    )
+
+
+class ModelSettings(ConfigModel):
+    path: Path | None = Field(
+        default=None,
+        title="Model file",
+        description="A GGUF to serve; empty means the embedded Gemma 3 270M (Q4_K_M).",
+    )
+    context_length: int = Field(
+        default=2048,
+        ge=256,
+        le=131072,
+        title="Context length",
+        description="Tokens of prompt plus output the model sees.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        title="Threads",
+        description="CPU threads for llama.cpp; empty means all cores.",
+    )
+    n_gpu_layers: int = Field(
+        default=0,
+        ge=-1,
+        title="GPU layers",
+        description="Layers offloaded to the GPU; -1 for all, 0 for CPU only.",
+    )
+    temperature: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=2.0,
+        title="Temperature",
+        description="Sampling temperature; lower is more predictable.",
+    )
+    top_p: float = Field(
+        default=0.9, gt=0.0, le=1.0, title="Top-p", description="Nucleus sampling cut-off."
+    )
+    top_k: int = Field(
+        default=40,
+        ge=0,
+        title="Top-k",
+        description="Sample among this many likeliest tokens (0 = all).",
+    )
+    repeat_penalty: float = Field(
+        default=1.15,
+        ge=1.0,
+        le=2.0,
+        title="Repeat penalty",
+        description="Discourages the loops small models fall into.",
+    )
+    frequency_penalty: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=2.0,
+        title="Frequency penalty",
+        description="Penalises tokens by how often they already appeared.",
+    )
+    seed: int | None = Field(
+        default=None,
+        title="Seed",
+        description="Fixed sampling seed for reproducible output; empty means random.",
+    )
+    grammar_file: Path | None = Field(
+        default=None,
+        title="Grammar file",
+        description="Advanced: a GBNF grammar replacing the built-in JSON-schema grammar. Its output must still be the recommendations JSON.",
+    )
+
+
+class RecommendationSettings(ConfigModel):
+    max_count: int = Field(
+        default=10,
+        ge=1,
+        le=50,
+        title="Max count",
+        description="Most items one request may ask for.",
+    )
+    cache_seconds: float = Field(
+        default=300,
+        ge=0,
+        title="Cache time",
+        description="Seconds an answer for the same family, members and context is reused; 0 disables.",
+    )
+    generation_rounds: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        title="Generation rounds",
+        description="Further generations tried to replace items safety dropped.",
+    )
+    recent_examples: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        title="Recent examples",
+        description="Recently accepted items put in the prompt as examples.",
+    )
+    title_max_chars: int = Field(
+        default=60,
+        ge=10,
+        le=200,
+        title="Title length",
+        description="Longest title the model may write.",
+    )
+    description_max_chars: int = Field(
+        default=160,
+        ge=20,
+        le=600,
+        title="Description length",
+        description="Longest description the model may write.",
+    )
+
+
+class TrainingSettings(ConfigModel):
+    enabled: bool = Field(
+        default=True, title="Enabled", description="Fine-tune a per-family adapter in idle windows."
+    )
+    min_interactions_for_training: int = Field(
+        default=50,
+        ge=1,
+        title="Interactions for a first model",
+        description="Scrubbed interactions a family needs before its first adapter.",
+    )
+    retraining_threshold: int = Field(
+        default=20,
+        ge=1,
+        title="Retraining threshold",
+        description="New interactions that make a family due for an update.",
+    )
+    max_training_memory_mb: int = Field(
+        default=1536,
+        ge=256,
+        title="Training memory cap (MB)",
+        description="Hard memory limit of the trainer process.",
+    )
+    safety_threshold: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        title="Safety threshold",
+        description="Share of the safety suite a new adapter must pass to be promoted.",
+    )
+    fallback_to_general_model: bool = Field(
+        default=True,
+        title="Fall back to general model",
+        description="Serve the base model while a family has no adapter.",
+    )
+    batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        title="Batch size",
+        description="Examples per optimiser step (micro-batches are accumulated).",
+    )
+    epochs: int = Field(
+        default=2, ge=1, le=50, title="Epochs", description="Passes over the family's data per run."
+    )
+    learning_rate: float = Field(
+        default=2e-4, gt=0, le=1.0, title="Learning rate", description="Adapter learning rate."
+    )
+
+
+class SafetySettings(ConfigModel):
+    rating_cap: Rating = Field(
+        default="R",
+        title="Rating cap",
+        description="No family may allow more than this, whatever its own setting.",
+    )
+    children_strict: bool = Field(
+        default=False,
+        title="Children always strict",
+        description="Treat every child as safety level 'strict'.",
+    )
+
+
+class ApiSettings(ConfigModel):
+    max_body_bytes: int = Field(
+        default=65536,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        title="Max request body",
+        description="Larger requests are refused with 413.",
+    )
+    max_queue: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        title="Max queued generations",
+        description="Requests waiting for the model beyond this get 503 with Retry-After.",
+    )
+    request_timeout_seconds: float = Field(
+        default=120,
+        gt=0,
+        title="Request timeout",
+        description="A generation taking longer is abandoned with 503.",
+    )
+
+
+class SystemSettings(ConfigModel):
+    preset: Literal["jetson", "development", "child-safe", "production"] | None = Field(
+        default=None,
+        title="Preset",
+        description="Starting values for everything below; empty means picked from the hardware.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", title="Log level", description="How much the daemon logs."
+    )
+    paths: Paths = Field(
+        default_factory=Paths, title="Paths", description="Where state and the socket live."
+    )
+    model: ModelSettings = Field(
+        default_factory=ModelSettings,
+        title="Model",
+        description="The served model and how it samples.",
+    )
+    recommendations: RecommendationSettings = Field(
+        default_factory=RecommendationSettings,
+        title="Recommendations",
+        description="Answer size, caching and retries.",
+    )
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings,
+        title="Training",
+        description="When and how per-family adapters are trained.",
+    )
+    safety: SafetySettings = Field(
+        default_factory=SafetySettings, title="Safety", description="Box-wide safety limits."
+    )
+    api: ApiSettings = Field(
+        default_factory=ApiSettings, title="API", description="Limits of the local API."
+    )

@@ -1,0 +1,94 @@
+"""Shapes that cross the API: recommendation requests and answers (DESIGN.md, contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from insan_edge.config.family import CATEGORIES
+
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+MemberId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+Category = Literal[
+    "activity",
+    "outdoor",
+    "craft",
+    "cooking",
+    "book",
+    "music",
+    "learning",
+    "game",
+    "video_game",
+    "show",
+    "movie",
+    "video",
+]
+assert set(Category.__args__) == set(CATEGORIES)  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestContext(_Strict):
+    time_of_day: Literal["morning", "afternoon", "evening", "night"] | None = Field(
+        default=None, description="Part of the day the suggestion is for."
+    )
+    day_of_week: (
+        Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] | None
+    ) = Field(default=None, description="Day the suggestion is for.")
+    activity: Short | None = Field(
+        default=None, description="What the family is doing, e.g. breakfast."
+    )
+    present: list[MemberId] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Members present; suggestions must suit all of them.",
+    )
+    environment: list[Short] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Where and what kind of day, e.g. home, weekend, rainy.",
+    )
+    at: datetime | None = Field(
+        default=None,
+        description="Local time the suggestion is for (time restrictions); default now.",
+    )
+
+
+class RecommendationRequest(_Strict):
+    member: MemberId | None = Field(
+        default=None,
+        description="Who the suggestions are for; default: everyone present, else the whole family.",
+    )
+    count: int = Field(default=3, ge=1, le=50, description="How many suggestions to return.")
+    context: RequestContext = Field(default_factory=RequestContext, description="The situation.")
+
+
+class Item(BaseModel):
+    title: str
+    description: str
+    category: str
+    content_rating: str
+    for_members: list[str]
+    reason: str
+
+
+class ModelRef(BaseModel):
+    name: str = Field(description="The served base model.")
+    version: str = Field(description="'base' until the family has a promoted adapter.")
+    adapter: str | None = Field(default=None, description="The family adapter applied, if any.")
+
+
+class RecommendationResponse(BaseModel):
+    family: str
+    members: list[str]
+    items: list[Item]
+    model: ModelRef
+    generated: int = Field(description="Items the model wrote for this answer.")
+    dropped: int = Field(description="Items safety removed before answering.")
+    cached: bool
+    latency_ms: float
+    request_id: str

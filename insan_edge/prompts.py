@@ -1,0 +1,102 @@
+"""The recommendation prompt and output schema (shared by serving and, later, training)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from insan_edge.config.family import RATINGS, Family
+from insan_edge.contracts import RequestContext
+
+REASON_MAX_CHARS = 100
+
+
+def _member_line(member_id: str, family: Family, limit: str) -> str:
+    m = family.members[member_id]
+    bits = [f"{m.age}, {m.role.value}"]
+    if m.interests:
+        bits.append("likes " + ", ".join(m.interests))
+    if m.preferred_topics:
+        bits.append("enjoys topics " + ", ".join(m.preferred_topics))
+    bits.append(f"learns best {'by doing' if m.learning_style == 'hands-on' else m.learning_style}")
+    bits.append(f"{m.difficulty_level} level")
+    bits.append(f"rated {limit} at most")
+    return f"- {m.name} ({'; '.join(bits)})"
+
+
+def build_prompt(
+    family: Family,
+    members: Sequence[str],
+    context: RequestContext,
+    limits: dict[str, str],
+    recent: Sequence[str],
+    categories: Sequence[str],
+) -> str:
+    """A document a base model continues with the suggestions as JSON."""
+    prefs = family.preferences
+    lines = [
+        "Family activity and content ideas, chosen by a caring, safety-minded family coach.",
+        "",
+    ]
+    about = f"Family: {family.display_name or 'a family'}. Tone: {prefs.communication_style}."
+    if prefs.educational_focus:
+        about += " Learning focus: " + ", ".join(prefs.educational_focus) + "."
+    lines.append(about)
+    lines.append("The ideas are for:")
+    lines.extend(_member_line(m, family, limits[m]) for m in members)
+    situation: list[str] = [p for p in (context.day_of_week, context.time_of_day) if p]
+    if context.activity:
+        situation.append(f"during {context.activity}")
+    situation.extend(context.environment)
+    if situation:
+        lines.append("Situation: " + ", ".join(situation) + ".")
+    if recent:
+        lines.append("Recently enjoyed: " + "; ".join(recent) + ".")
+    lines.append("Categories to choose from: " + ", ".join(categories) + ".")
+    lines.append(
+        "Every idea is age-appropriate for everyone listed, with a clear title, a one-sentence"
+        " description and the reason it fits them."
+    )
+    lines.append("")
+    lines.append("Ideas as JSON:")
+    return "\n".join(lines) + "\n"
+
+
+def output_schema(
+    count: int,
+    categories: Sequence[str],
+    ratings: Sequence[str],
+    title_max: int,
+    description_max: int,
+) -> dict[str, Any]:
+    """JSON schema of one answer: exactly ``count`` items, every string bounded.
+
+    ``ratings`` are those every target member may see: the model is not offered a rating that
+    would be refused (safety still judges the item's words, whatever rating it claims).
+    """
+    item = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "minLength": 3, "maxLength": title_max},
+            "description": {"type": "string", "minLength": 10, "maxLength": description_max},
+            "category": {"enum": list(categories)},
+            "content_rating": {"enum": [r for r in RATINGS if r in ratings]},
+            "reason": {"type": "string", "minLength": 3, "maxLength": REASON_MAX_CHARS},
+        },
+        "required": ["title", "description", "category", "content_rating", "reason"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": item, "minItems": count, "maxItems": count}
+        },
+        "required": ["items"],
+        "additionalProperties": False,
+        "x-order": ["items", "title", "description", "category", "content_rating", "reason"],
+    }
+
+
+def token_budget(count: int, title_max: int, description_max: int) -> int:
+    """Enough tokens for ``count`` items at their longest, even at one character a token."""
+    return count * (title_max + description_max + REASON_MAX_CHARS + 60) + 16

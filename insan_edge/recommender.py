@@ -1,0 +1,379 @@
+"""From a request to a safe answer: prompt, constrained generation, safety, audit, cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from insan_edge.config import LoadedConfig
+from insan_edge.config.family import RATINGS, Family
+from insan_edge.contracts import Item, ModelRef, RecommendationRequest, RecommendationResponse
+from insan_edge.engine import Engine, Grammar, schema_to_gbnf
+from insan_edge.errors import (
+    BadRequestError,
+    BusyError,
+    ModelError,
+    UnknownFamilyError,
+    UnknownMemberError,
+)
+from insan_edge.logs import kv
+from insan_edge.prompts import build_prompt, output_schema, token_budget
+from insan_edge.safety import allowed_categories, check_item, member_rating_limit, rank
+from insan_edge.store import Store
+
+log = logging.getLogger("insan_edge.recommender")
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    cache_hits: int = 0
+    generations: int = 0
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+    unparseable: int = 0
+    busy: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+
+def _clean(text: object) -> str:
+    return _SPACE.sub(" ", str(text)).strip()
+
+
+def parse_items(text: str) -> list[dict[str, Any]]:
+    """Items from the model's JSON; from a cut-off answer, every item that was complete."""
+    try:
+        data = json.loads(text)
+        items = data.get("items") if isinstance(data, dict) else None
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    except json.JSONDecodeError:
+        pass
+    start = text.find("[")
+    out: list[dict[str, Any]] = []
+    decoder = json.JSONDecoder()
+    pos = start + 1 if start >= 0 else len(text)
+    while pos < len(text):
+        nxt = text.find("{", pos)
+        if nxt < 0:
+            break
+        try:
+            obj, pos = decoder.raw_decode(text, nxt)
+        except json.JSONDecodeError:
+            break
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+class Recommender:
+    """Owns the answer cache and the queue in front of the single model."""
+
+    def __init__(
+        self, engine: Engine, store: Store, get_config: Callable[[], LoadedConfig]
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.get_config = get_config
+        self.counters = Counters()
+        self._cache: dict[str, tuple[float, RecommendationResponse]] = {}
+        self._waiting = 0
+        self._grammars: dict[str, Grammar] = {}
+        self._forced: Grammar | None = None
+
+    def reset(self) -> None:
+        """Forget cached answers and grammars (the config changed)."""
+        self._cache.clear()
+        self._grammars.clear()
+        self._forced = None
+
+    def load_forced_grammar(self) -> None:
+        """Check the config's grammar file now, so a bad one fails at start or reload."""
+        path = self.get_config().config.system.model.grammar_file
+        if path is None:
+            self._forced = None
+            return
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"cannot read system.model.grammar_file {path}: {exc}") from exc
+        self._forced = self.engine.grammar(text)
+
+    def _targets(self, family_id: str, request: RecommendationRequest) -> tuple[Family, list[str]]:
+        config = self.get_config().config
+        family = config.families.get(family_id)
+        if family is None:
+            raise UnknownFamilyError(f"there is no family '{family_id}' on this box")
+        wanted = ([request.member] if request.member else []) + list(request.context.present)
+        for member in wanted:
+            if member not in family.members:
+                raise UnknownMemberError(f"'{member}' is not a member of the family '{family_id}'")
+        targets = list(dict.fromkeys(wanted)) or list(family.members)
+        return family, targets
+
+    async def recommend(
+        self, family_id: str, request: RecommendationRequest
+    ) -> RecommendationResponse:
+        loaded = self.get_config()
+        settings = loaded.config.system
+        if request.count > settings.recommendations.max_count:
+            raise BadRequestError(f"count may be at most {settings.recommendations.max_count}")
+        family, targets = self._targets(family_id, request)
+        at = (
+            request.context.at.astimezone().replace(tzinfo=None)
+            if request.context.at and request.context.at.tzinfo
+            else (request.context.at or datetime.now())
+        )
+        self.counters.requests += 1
+        key = json.dumps(
+            [
+                loaded.digest,
+                family_id,
+                targets,
+                request.count,
+                request.context.model_dump(mode="json", exclude={"at"}),
+            ]
+        )
+        cached = self._cached(key, family, targets, at)
+        if cached is not None:
+            self.counters.cache_hits += 1
+            return cached
+        if self._waiting >= settings.api.max_queue:
+            self.counters.busy += 1
+            raise BusyError(
+                "the model is busy with other requests; try again shortly", retry_after=5
+            )
+        self._waiting += 1
+        try:
+            response = await asyncio.wait_for(
+                asyncio.to_thread(self._answer, loaded, family_id, family, targets, request, at),
+                timeout=settings.api.request_timeout_seconds,
+            )
+        except asyncio.TimeoutError:
+            raise BusyError(
+                "the model took too long to answer; try again later", retry_after=30
+            ) from None
+        finally:
+            self._waiting -= 1
+        if settings.recommendations.cache_seconds > 0:
+            self._cache[key] = (time.monotonic() + settings.recommendations.cache_seconds, response)
+        return response
+
+    def _cached(
+        self, key: str, family: Family, targets: list[str], at: datetime
+    ) -> RecommendationResponse | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        expires, response = hit
+        safety = self.get_config().config.system.safety
+        still_safe = all(
+            not check_item(
+                title=i.title,
+                description=i.description,
+                category=i.category,
+                content_rating=i.content_rating,
+                family=family,
+                members=targets,
+                settings=safety,
+                at=at,
+            )
+            for i in response.items
+        )
+        if time.monotonic() > expires or not still_safe:
+            del self._cache[key]
+            return None
+        return response.model_copy(
+            update={"cached": True, "latency_ms": 0.0, "request_id": uuid.uuid4().hex[:16]}
+        )
+
+    def _grammar(
+        self,
+        count: int,
+        categories: list[str],
+        ratings: list[str],
+        title_max: int,
+        description_max: int,
+    ) -> Grammar:
+        if self._forced is not None:
+            return self._forced
+        key = f"{count}|{','.join(categories)}|{','.join(ratings)}|{title_max}|{description_max}"
+        if key not in self._grammars:
+            schema = output_schema(count, categories, ratings, title_max, description_max)
+            self._grammars[key] = self.engine.grammar(schema_to_gbnf(schema))
+        return self._grammars[key]
+
+    def _answer(
+        self,
+        loaded: LoadedConfig,
+        family_id: str,
+        family: Family,
+        targets: list[str],
+        request: RecommendationRequest,
+        at: datetime,
+    ) -> RecommendationResponse:
+        started = time.monotonic()
+        system = loaded.config.system
+        rec = system.recommendations
+        request_id = uuid.uuid4().hex[:16]
+        limits = {m: member_rating_limit(family.members[m], family, system.safety) for m in targets}
+        categories = allowed_categories(family, targets, at)
+        if not categories:
+            raise BadRequestError(
+                "nothing may be suggested to these members right now (every category is restricted at this time)"
+            )
+        strictest = min(limits.values(), key=rank)
+        ratings = [r for r in RATINGS if rank(r) <= rank(strictest)]
+        recent = self.store.recent_accepted(family_id, targets, rec.recent_examples)
+        per_item = token_budget(1, rec.title_max_chars, rec.description_max_chars)
+        items: list[Item] = []
+        decisions: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        generated = dropped = 0
+        prompt = build_prompt(family, targets, request.context, limits, recent, categories)
+        room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
+        for round_no in range(rec.generation_rounds):
+            need = request.count - len(items)
+            if need <= 0:
+                break
+            batch = max(1, min(need, room // per_item))
+            grammar = self._grammar(
+                batch, categories, ratings, rec.title_max_chars, rec.description_max_chars
+            )
+            seed = None if system.model.seed is None else system.model.seed + round_no
+            out = self.engine.generate(
+                prompt,
+                grammar,
+                token_budget(batch, rec.title_max_chars, rec.description_max_chars),
+                seed=seed,
+            )
+            self.counters.generations += 1
+            self.counters.generated_tokens += out.completion_tokens
+            self.counters.generation_seconds += out.seconds
+            raw = parse_items(out.text)
+            if not raw:
+                self.counters.unparseable += 1
+                log.warning(
+                    kv(
+                        "generation.unparseable",
+                        family=family_id,
+                        finish=out.finish_reason,
+                        tokens=out.completion_tokens,
+                    )
+                )
+            for candidate in raw:
+                generated += 1
+                item, why = self._vet(candidate, family, targets, system, at, seen)
+                if item is None:
+                    dropped += 1
+                    for rule, member, message in why:
+                        self.counters.by_rule[rule] = self.counters.by_rule.get(rule, 0) + 1
+                        decisions.append(
+                            {
+                                "event": "item_dropped",
+                                "rule": rule,
+                                "member": member,
+                                "detail": {
+                                    "title": _clean(candidate.get("title", ""))[:120],
+                                    "message": message,
+                                },
+                            }
+                        )
+                    continue
+                if len(items) < request.count:
+                    items.append(item)
+                    decisions.append(
+                        {
+                            "event": "item_served",
+                            "detail": {
+                                "title": item.title,
+                                "category": item.category,
+                                "content_rating": item.content_rating,
+                            },
+                        }
+                    )
+        latency = (time.monotonic() - started) * 1000
+        model = ModelRef(name=self.engine.name, version="base", adapter=None)
+        self.store.record_answer(
+            request_id=request_id,
+            family_id=family_id,
+            members=targets,
+            context=request.context.model_dump(mode="json"),
+            items=[i.model_dump() for i in items],
+            model=f"{model.name}@{model.version}",
+            generated=generated,
+            dropped=dropped,
+            cached=False,
+            latency_ms=latency,
+            decisions=decisions,
+        )
+        log.info(
+            kv(
+                "recommendation",
+                family=family_id,
+                members=",".join(targets),
+                served=len(items),
+                generated=generated,
+                dropped=dropped,
+                ms=f"{latency:.0f}",
+            )
+        )
+        return RecommendationResponse(
+            family=family_id,
+            members=targets,
+            items=items,
+            model=model,
+            generated=generated,
+            dropped=dropped,
+            cached=False,
+            latency_ms=round(latency, 1),
+            request_id=request_id,
+        )
+
+    def _vet(
+        self,
+        candidate: dict[str, Any],
+        family: Family,
+        targets: list[str],
+        system: Any,
+        at: datetime,
+        seen: set[str],
+    ) -> tuple[Item | None, list[tuple[str, str | None, str]]]:
+        """The item if it may be served, else the rules it broke (rule, member, message)."""
+        title = _clean(candidate.get("title", ""))
+        description = _clean(candidate.get("description", ""))
+        category = _clean(candidate.get("category", ""))
+        rating = _clean(candidate.get("content_rating", ""))
+        if len(title) < 3 or len(description) < 3 or not category:
+            return None, [("malformed", None, "the model wrote an incomplete item")]
+        if title.casefold() in seen:
+            return None, [("duplicate", None, "the same title was already suggested")]
+        violations = check_item(
+            title=title,
+            description=description,
+            category=category,
+            content_rating=rating,
+            family=family,
+            members=targets,
+            settings=system.safety,
+            at=at,
+        )
+        if violations:
+            return None, [(v.rule, v.member, v.message) for v in violations]
+        seen.add(title.casefold())
+        return Item(
+            title=title,
+            description=description,
+            category=category,
+            content_rating=rating,
+            for_members=list(targets),
+            reason=_clean(candidate.get("reason", "")),
+        ), []

@@ -1,0 +1,311 @@
+"""The family policy, applied to every item before it leaves the daemon.
+
+Checks an item against each target member: content rating (the stricter of what the item
+claims and what its words suggest), blocked and avoided topics (keywords with a built-in
+synonym table), and time restrictions. Returns every rule that fired, in words a parent reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from insan_edge.config.family import CATEGORIES, RATINGS, Family, Member, SafetyLevel
+from insan_edge.config.system import SafetySettings
+
+# Words that stand for a topic a parent names. A topic not listed matches its own words.
+TOPIC_WORDS: dict[str, tuple[str, ...]] = {
+    "violence": (
+        "violence",
+        "violent",
+        "war",
+        "wars",
+        "battle",
+        "battles",
+        "fight",
+        "fighting",
+        "kill",
+        "killing",
+        "killer",
+        "murder",
+        "blood",
+        "bloody",
+        "gore",
+        "shooting",
+        "shooter",
+        "massacre",
+        "assault",
+        "combat",
+        "slaughter",
+        "brutal",
+        "zombie",
+    ),
+    "weapons": (
+        "weapon",
+        "weapons",
+        "gun",
+        "guns",
+        "rifle",
+        "pistol",
+        "knife",
+        "knives",
+        "sword",
+        "swords",
+        "bomb",
+        "explosive",
+        "ammo",
+        "ammunition",
+    ),
+    "horror": (
+        "horror",
+        "scary",
+        "terrifying",
+        "haunted",
+        "ghost",
+        "ghosts",
+        "zombie",
+        "zombies",
+        "demon",
+        "demons",
+        "slasher",
+        "nightmare",
+        "creepy",
+        "possessed",
+    ),
+    "gambling": (
+        "gambling",
+        "gamble",
+        "casino",
+        "poker",
+        "betting",
+        "bet",
+        "bets",
+        "slots",
+        "slot machine",
+        "roulette",
+        "blackjack",
+        "lottery",
+        "jackpot",
+        "wager",
+    ),
+    "drugs": (
+        "drug",
+        "drugs",
+        "cocaine",
+        "heroin",
+        "marijuana",
+        "cannabis",
+        "weed",
+        "meth",
+        "overdose",
+        "narcotics",
+        "stoned",
+    ),
+    "alcohol": (
+        "alcohol",
+        "beer",
+        "wine",
+        "vodka",
+        "whiskey",
+        "cocktail",
+        "cocktails",
+        "drunk",
+        "booze",
+        "liquor",
+        "bar crawl",
+        "hangover",
+    ),
+    "sexual content": (
+        "sex",
+        "sexual",
+        "sexy",
+        "nude",
+        "nudity",
+        "porn",
+        "erotic",
+        "explicit",
+        "strip club",
+        "seduction",
+    ),
+    "self-harm": ("self-harm", "self harm", "suicide", "suicidal", "cutting myself", "kill myself"),
+    "hate": ("hate", "racist", "racism", "nazi", "slur", "slurs", "bigot", "supremacist"),
+    "profanity": ("swearing", "profanity", "curse words", "cursing", "obscene"),
+    "scary": ("scary", "horror", "haunted", "ghost", "monster", "nightmare", "creepy"),
+    "spiders": ("spider", "spiders", "tarantula", "arachnid", "arachnids"),
+    "social media": ("social media", "tiktok", "instagram", "snapchat", "influencer"),
+}
+TOPIC_WORDS["sex"] = TOPIC_WORDS["sexual content"]
+TOPIC_WORDS["weapon"] = TOPIC_WORDS["weapons"]
+TOPIC_WORDS["drugs and alcohol"] = TOPIC_WORDS["drugs"] + TOPIC_WORDS["alcohol"]
+
+# Words whose presence means an item cannot be rated below this, whatever it claims.
+RATING_FLOOR: tuple[tuple[str, str], ...] = (
+    ("sexual content", "R"),
+    ("drugs", "R"),
+    ("self-harm", "R"),
+    ("hate", "R"),
+    ("violence", "PG-13"),
+    ("horror", "PG-13"),
+    ("weapons", "PG-13"),
+    ("gambling", "PG-13"),
+    ("alcohol", "PG-13"),
+    ("profanity", "PG-13"),
+)
+
+# Highest rating by age band and safety level: (min age, {level: rating}).
+_AGE_LIMITS: tuple[tuple[int, dict[SafetyLevel, str]], ...] = (
+    (17, {SafetyLevel.strict: "PG-13", SafetyLevel.moderate: "R", SafetyLevel.relaxed: "R"}),
+    (13, {SafetyLevel.strict: "PG", SafetyLevel.moderate: "PG-13", SafetyLevel.relaxed: "PG-13"}),
+    (10, {SafetyLevel.strict: "PG", SafetyLevel.moderate: "PG", SafetyLevel.relaxed: "PG-13"}),
+    (7, {SafetyLevel.strict: "G", SafetyLevel.moderate: "PG", SafetyLevel.relaxed: "PG"}),
+    (0, {SafetyLevel.strict: "G", SafetyLevel.moderate: "G", SafetyLevel.relaxed: "PG"}),
+)
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def rank(rating: str) -> int:
+    """Position of a rating in G < PG < PG-13 < R; unknown ratings count as the highest."""
+    return RATINGS.index(rating) if rating in RATINGS else len(RATINGS) - 1
+
+
+def _stricter(*ratings: str | None) -> str:
+    return min((r for r in ratings if r is not None), key=rank)
+
+
+def member_rating_limit(member: Member, family: Family, settings: SafetySettings) -> str:
+    level = member.effective_safety_level
+    if settings.children_strict and member.is_child:
+        level = SafetyLevel.strict
+    by_age = next(limits[level] for min_age, limits in _AGE_LIMITS if member.age >= min_age)
+    return _stricter(
+        by_age, member.max_content_rating, family.safety.max_content_rating, settings.rating_cap
+    )
+
+
+def _pattern(words: Iterable[str]) -> re.Pattern[str]:
+    alternatives = sorted({re.escape(w.lower()) for w in words if w.strip()}, key=len, reverse=True)
+    # Whole words, optionally plural: "spider" matches "spiders" but not "spidery".
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?:e?s)?(?![a-z0-9])")
+
+
+_pattern_cache: dict[str, re.Pattern[str]] = {}
+
+
+def topic_pattern(topic: str) -> re.Pattern[str]:
+    key = topic.strip().lower()
+    if key not in _pattern_cache:
+        words = (*TOPIC_WORDS.get(key, ()), key)
+        _pattern_cache[key] = _pattern(words)
+    return _pattern_cache[key]
+
+
+def topic_hits(text: str, topics: Iterable[str]) -> list[str]:
+    lowered = text.lower()
+    return [t for t in topics if topic_pattern(t).search(lowered)]
+
+
+def estimated_rating(text: str, claimed: str) -> str:
+    """The item's rating: never lower than its words suggest (claims are not trusted)."""
+    floor = "G"
+    lowered = text.lower()
+    for topic, minimum in RATING_FLOOR:
+        if rank(minimum) > rank(floor) and topic_pattern(topic).search(lowered):
+            floor = minimum
+    return max(claimed if claimed in RATINGS else "R", floor, key=rank)
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # content_rating | blocked_topic | avoided_topic | time_restriction
+    member: str | None
+    message: str
+
+
+def _in_window(start_min: int, end_min: int, minute: int) -> bool:
+    if start_min <= end_min:
+        return start_min <= minute < end_min
+    return minute >= start_min or minute < end_min
+
+
+def check_item(
+    *,
+    title: str,
+    description: str,
+    category: str,
+    content_rating: str,
+    family: Family,
+    members: Sequence[str],
+    settings: SafetySettings,
+    at: datetime,
+) -> list[Violation]:
+    """Every rule the item breaks for any of ``members`` (ids in ``family``) at local time ``at``.
+
+    Messages name members by id, never by name: they go into the audit log.
+    """
+    text = f"{title}. {description}"
+    out: list[Violation] = []
+    rating = estimated_rating(text, content_rating)
+    blocked = topic_hits(text, family.safety.blocked_topics)
+    for topic in blocked:
+        out.append(Violation("blocked_topic", None, f"blocked topic for the family: {topic}"))
+    for member_id in members:
+        member = family.members[member_id]
+        limit = member_rating_limit(member, family, settings)
+        if rank(rating) > rank(limit):
+            claimed = "" if rating == content_rating else f" (it claimed {content_rating})"
+            out.append(
+                Violation(
+                    "content_rating",
+                    member_id,
+                    f"rated {rating}{claimed}, {member_id}'s limit is {limit}",
+                )
+            )
+        for topic in topic_hits(text, member.avoided_topics):
+            if topic not in blocked:
+                out.append(
+                    Violation("avoided_topic", member_id, f"{member_id} avoids the topic: {topic}")
+                )
+        out.extend(_time_violations(family, member_id, category, at))
+    return out
+
+
+def _time_violations(
+    family: Family, member_id: str, category: str, at: datetime
+) -> list[Violation]:
+    out = []
+    minute = at.hour * 60 + at.minute
+    today = _DAYS[at.weekday()]
+    yesterday = _DAYS[(at - timedelta(days=1)).weekday()]
+    for rule in family.safety.time_restrictions:
+        applies_to = (
+            rule.members
+            if rule.members is not None
+            else [m for m, v in family.members.items() if v.is_child]
+        )
+        if member_id not in applies_to or category not in rule.category_set():
+            continue
+        start = rule.start.hour * 60 + rule.start.minute
+        end = rule.end.hour * 60 + rule.end.minute
+        if not _in_window(start, end, minute):
+            continue
+        # A window crossing midnight belongs to the day it started on.
+        started_on = yesterday if start > end and minute < end else today
+        if started_on not in rule.day_set():
+            continue
+        out.append(
+            Violation(
+                "time_restriction",
+                member_id,
+                f"{rule.name}: no {category.replace('_', ' ')} for {member_id} between "
+                f"{rule.start:%H:%M} and {rule.end:%H:%M}",
+            )
+        )
+    return out
+
+
+def allowed_categories(family: Family, members: Sequence[str], at: datetime) -> list[str]:
+    """Categories the family wants that no time restriction forbids right now (a pre-filter)."""
+    wanted = family.preferences.content_categories or list(CATEGORIES)
+    return [c for c in wanted if not any(_time_violations(family, m, c, at) for m in members)]

@@ -1,0 +1,319 @@
+"""One SQLite database (sqlite-utils, WAL, foreign keys), migrated forward on open.
+
+Only scrubbed or generated text is written here; member names from the config never are.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from insan_edge.config.family import Family
+from insan_edge.errors import StoreError
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.table("families").create(
+        {"id": str, "display_name": str, "active": int, "created_at": str, "updated_at": str},
+        pk="id",
+    )
+    db.table("members").create(
+        {
+            "family_id": str,
+            "id": str,
+            "role": str,
+            "age": int,
+            "active": int,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk=("family_id", "id"),
+        foreign_keys=[("family_id", "families", "id")],
+    )
+    db.table("audit_log").create(
+        {
+            "id": int,
+            "ts": str,
+            "family_id": str,
+            "member_id": str,
+            "event": str,
+            "rule": str,
+            "detail": str,
+        },
+        pk="id",
+        not_null={"ts", "event"},
+    )
+    db.table("audit_log").create_index(["family_id", "ts"])
+    db.table("audit_log").create_index(["event", "rule"])
+    db.table("recommendations").create(
+        {
+            "id": int,
+            "request_id": str,
+            "ts": str,
+            "family_id": str,
+            "members": str,
+            "context": str,
+            "items": str,
+            "model": str,
+            "generated": int,
+            "dropped": int,
+            "cached": int,
+            "latency_ms": float,
+        },
+        pk="id",
+        foreign_keys=[("family_id", "families", "id")],
+    )
+    db.table("recommendations").create_index(["family_id", "ts"])
+    # Scrubbed interactions; filled by ingest. The prompt uses recently accepted items.
+    db.table("interactions").create(
+        {
+            "id": int,
+            "family_id": str,
+            "member_id": str,
+            "kind": str,
+            "item": str,
+            "text": str,
+            "rating": int,
+            "context": str,
+            "ts": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("family_id", "families", "id")],
+    )
+    db.table("interactions").create_index(["family_id", "kind", "ts"])
+
+
+# Each entry moves the schema one version forward; never edit a released one, append.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+
+
+class Store:
+    """Thread-safe access to the database; every write is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=10
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self.db = sqlite_utils.Database(conn)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"the database {path} is unreadable ({exc}); move it aside to start fresh"
+            ) from exc
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"the database {self.path} has schema version {current}, newer than this "
+                f"insan-edge knows ({len(MIGRATIONS)}); upgrade insan-edge"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            with self.transaction():
+                MIGRATIONS[version](self.db)
+                self.db.conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        with self._lock:
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK")
+                    raise StoreError(f"could not save to the database: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    # families ------------------------------------------------------------------------------
+
+    def sync_families(self, families: dict[str, Family]) -> None:
+        """Mirror the config's families and members (ids, role, age: no names); keep history."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.execute("UPDATE families SET active = 0")
+            db.execute("UPDATE members SET active = 0")
+            for fid, family in families.items():
+                db.table("families").upsert(
+                    {
+                        "id": fid,
+                        "display_name": family.display_name,
+                        "active": 1,
+                        "updated_at": now,
+                    },
+                    pk="id",
+                )
+                db.execute(
+                    "UPDATE families SET created_at = ? WHERE id = ? AND created_at IS NULL",
+                    [now, fid],
+                )
+                for mid, member in family.members.items():
+                    db.table("members").upsert(
+                        {
+                            "family_id": fid,
+                            "id": mid,
+                            "role": member.role.value,
+                            "age": member.age,
+                            "active": 1,
+                            "updated_at": now,
+                        },
+                        pk=("family_id", "id"),
+                    )
+                    db.execute(
+                        "UPDATE members SET created_at = ? WHERE family_id = ? AND id = ? AND created_at IS NULL",
+                        [now, fid, mid],
+                    )
+
+    # audit and recommendations ----------------------------------------------------------------
+
+    def record_answer(
+        self,
+        *,
+        request_id: str,
+        family_id: str,
+        members: Sequence[str],
+        context: dict[str, Any],
+        items: list[dict[str, Any]],
+        model: str,
+        generated: int,
+        dropped: int,
+        cached: bool,
+        latency_ms: float,
+        decisions: list[dict[str, Any]],
+    ) -> None:
+        """The served answer and every safety decision behind it, in one transaction."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.table("recommendations").insert(
+                {
+                    "request_id": request_id,
+                    "ts": now,
+                    "family_id": family_id,
+                    "members": json.dumps(list(members)),
+                    "context": json.dumps(context, default=str),
+                    "items": json.dumps(items),
+                    "model": model,
+                    "generated": generated,
+                    "dropped": dropped,
+                    "cached": int(cached),
+                    "latency_ms": round(latency_ms, 1),
+                }
+            )
+            db.table("audit_log").insert_all(
+                {
+                    "ts": now,
+                    "family_id": family_id,
+                    "member_id": d.get("member"),
+                    "event": d["event"],
+                    "rule": d.get("rule"),
+                    "detail": json.dumps({"request_id": request_id, **d.get("detail", {})}),
+                }
+                for d in decisions
+            )
+
+    def audit(
+        self,
+        event: str,
+        *,
+        family_id: str | None = None,
+        member_id: str | None = None,
+        rule: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.transaction() as db:
+            db.table("audit_log").insert(
+                {
+                    "ts": utcnow(),
+                    "family_id": family_id,
+                    "member_id": member_id,
+                    "event": event,
+                    "rule": rule,
+                    "detail": json.dumps(detail or {}),
+                }
+            )
+
+    def audit_rows(self, family_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, args = ("WHERE family_id = ?", [family_id]) if family_id else ("", [])
+        with self._lock:
+            return [
+                dict(r)
+                for r in self.db.query(
+                    f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?", [*args, limit]
+                )
+            ]
+
+    def recent_accepted(self, family_id: str, members: Sequence[str], limit: int) -> list[str]:
+        """Most recently accepted or well-rated items of these members, newest first, distinct."""
+        if limit <= 0:
+            return []
+        marks = ",".join("?" for _ in members)
+        sql = (
+            "SELECT item, MAX(ts) AS last FROM interactions WHERE family_id = ? AND item IS NOT NULL AND item != '' "
+            f"AND member_id IN ({marks}) AND (kind = 'suggestion_accepted' OR (kind = 'rating' AND rating >= 4)) "
+            "GROUP BY item ORDER BY last DESC LIMIT ?"
+        )
+        with self._lock:
+            return [r["item"] for r in self.db.query(sql, [family_id, *members, limit])]
+
+    def safety_counts(self) -> dict[str, Any]:
+        with self._lock:
+            rows = list(
+                self.db.query(
+                    "SELECT event, rule, COUNT(*) AS n FROM audit_log WHERE event IN ('item_served', 'item_dropped') GROUP BY event, rule"
+                )
+            )
+        served = sum(r["n"] for r in rows if r["event"] == "item_served")
+        by_rule: dict[str, int] = {}
+        dropped_items = 0
+        for r in rows:
+            if r["event"] == "item_dropped":
+                by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["n"]
+        with self._lock:
+            dropped_items = self.db.execute(
+                "SELECT COUNT(DISTINCT json_extract(detail, '$.request_id') || json_extract(detail, '$.title')) FROM audit_log WHERE event = 'item_dropped'"
+            ).fetchone()[0]
+        return {"items_served": served, "items_dropped": dropped_items, "drops_by_rule": by_rule}
+
+    def answer_counts(self) -> dict[str, int]:
+        with self._lock:
+            row = self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(cached), 0) FROM recommendations"
+            ).fetchone()
+        return {"answers": int(row[0]), "cached_answers": int(row[1])}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repo root (if missing) and install insan-edge into it.
+# Usage: scripts/setup-venv.sh [extras]   e.g. scripts/setup-venv.sh dev
+# The pip cache is kept on purpose: llama-cpp-python compiles for ~10 minutes the first time
+# and pip reuses the built wheel afterwards.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+extras="${1:-}"
+python="${PYTHON:-python3}"
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "insan-edge needs Python 3.10 or newer ($python is $("$python" --version 2>&1))" >&2
+    exit 1
+fi
+if [ ! -x "$root/.venv/bin/python" ]; then
+    echo "==> creating $root/.venv"
+    "$python" -m venv "$root/.venv"
+    "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
+fi
+spec="$root"
+[ -n "$extras" ] && spec="$root[$extras]"
+echo "==> installing insan-edge${extras:+ with [$extras]} (first time: llama-cpp-python compiles, ~10 min)"
+"$root/.venv/bin/python" -m pip install --quiet --editable "$spec"
