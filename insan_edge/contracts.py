@@ -82,6 +82,15 @@ class ModelRef(BaseModel):
     adapter: str | None = Field(default=None, description="The family adapter applied, if any.")
 
 
+class Usage(BaseModel):
+    rounds: int = Field(
+        description="Generations run for this answer (more when safety dropped items)."
+    )
+    prompt_tokens: int = Field(description="Tokens in the prompt.")
+    completion_tokens: int = Field(description="Tokens the model wrote, over all rounds.")
+    generation_ms: float = Field(description="Time spent generating, over all rounds.")
+
+
 class RecommendationResponse(BaseModel):
     family: str
     members: list[str]
@@ -92,3 +101,4 @@ class RecommendationResponse(BaseModel):
     cached: bool
     latency_ms: float
     request_id: str
+    usage: Usage

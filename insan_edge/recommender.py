@@ -15,7 +15,13 @@ from typing import Any
 
 from insan_edge.config import LoadedConfig
 from insan_edge.config.family import RATINGS, Family
-from insan_edge.contracts import Item, ModelRef, RecommendationRequest, RecommendationResponse
+from insan_edge.contracts import (
+    Item,
+    ModelRef,
+    RecommendationRequest,
+    RecommendationResponse,
+    Usage,
+)
 from insan_edge.engine import Engine, Grammar, schema_to_gbnf
 from insan_edge.errors import (
     BadRequestError,
@@ -31,6 +37,7 @@ from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
 _SPACE = re.compile(r"\s+")
+QUALITY_RULES = ("malformed", "duplicate")
 
 
 @dataclass
@@ -140,6 +147,8 @@ class Recommender:
                 targets,
                 request.count,
                 request.context.model_dump(mode="json", exclude={"at"}),
+                # what time restrictions allow now: an answer from inside a window is not reused outside it
+                allowed_categories(family, targets, at),
             ]
         )
         cached = self._cached(key, family, targets, at)
@@ -238,6 +247,7 @@ class Recommender:
         decisions: list[dict[str, Any]] = []
         seen: set[str] = set()
         generated = dropped = 0
+        usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
         prompt = build_prompt(family, targets, request.context, limits, recent, categories)
         room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
         for round_no in range(rec.generation_rounds):
@@ -255,6 +265,10 @@ class Recommender:
                 token_budget(batch, rec.title_max_chars, rec.description_max_chars),
                 seed=seed,
             )
+            usage.rounds += 1
+            usage.prompt_tokens = out.prompt_tokens
+            usage.completion_tokens += out.completion_tokens
+            usage.generation_ms += out.seconds * 1000
             self.counters.generations += 1
             self.counters.generated_tokens += out.completion_tokens
             self.counters.generation_seconds += out.seconds
@@ -273,12 +287,14 @@ class Recommender:
                 generated += 1
                 item, why = self._vet(candidate, family, targets, system, at, seen)
                 if item is None:
-                    dropped += 1
+                    # Duplicates and incomplete items are discarded; only rule breaks count as drops.
+                    safety_drop = why[0][0] not in QUALITY_RULES
+                    dropped += safety_drop
                     for rule, member, message in why:
                         self.counters.by_rule[rule] = self.counters.by_rule.get(rule, 0) + 1
                         decisions.append(
                             {
-                                "event": "item_dropped",
+                                "event": "item_dropped" if safety_drop else "item_discarded",
                                 "rule": rule,
                                 "member": member,
                                 "detail": {
@@ -336,6 +352,7 @@ class Recommender:
             cached=False,
             latency_ms=round(latency, 1),
             request_id=request_id,
+            usage=usage.model_copy(update={"generation_ms": round(usage.generation_ms, 1)}),
         )
 
     def _vet(

@@ -184,9 +184,19 @@ def member_rating_limit(member: Member, family: Family, settings: SafetySettings
     )
 
 
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
 def _pattern(words: Iterable[str]) -> re.Pattern[str]:
-    alternatives = sorted({re.escape(w.lower()) for w in words if w.strip()}, key=len, reverse=True)
-    # Whole words, optionally plural: "spider" matches "spiders" but not "spidery".
+    forms = {w.strip().lower() for w in words if w.strip()}
+    forms |= {_singular(w) for w in forms}
+    alternatives = sorted((re.escape(w) for w in forms), key=len, reverse=True)
+    # Whole words, singular or plural: "spiders" matches "spider" but not "spidery".
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(alternatives) + r")(?:e?s)?(?![a-z0-9])")
 
 

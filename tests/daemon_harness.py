@@ -16,9 +16,14 @@ import yaml
 from insan_edge.client import ClientError, LocalClient
 
 
-def family_config(model: Path | None, state: Path, socket: Path, **system: Any) -> dict[str, Any]:
+def family_config(
+    model_path: Path | None, state: Path, socket: Path, **system: Any
+) -> dict[str, Any]:
     """A test family with a child whose limits the tests aim at (invented people)."""
-    model_settings: dict[str, Any] = {"path": str(model) if model else None, "context_length": 1024}
+    model_settings: dict[str, Any] = {
+        "path": str(model_path) if model_path else None,
+        "context_length": 1024,
+    }
     model_settings.update(system.pop("model", {}))
     return {
         "system": {

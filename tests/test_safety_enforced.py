@@ -1,0 +1,123 @@
+"""Safety must bite: a grammar forces the model to write known violations, and none get out."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from daemon_harness import family_config
+
+BAD_AND_GOOD = [
+    # blocked topic (violence) for the whole family, and words that push the rating up
+    {"title": "Zombie war night", "description": "A bloody battle movie marathon.",
+     "category": "craft", "content_rating": "G", "reason": "exciting"},
+    # kim avoids spiders
+    {"title": "Spider safari", "description": "Find and count the spiders in the garden.",
+     "category": "outdoor", "content_rating": "G", "reason": "nature"},
+    # claimed rating above kim's limit (8, strict: G)
+    {"title": "Teen detective novel", "description": "A mystery book for older readers.",
+     "category": "book", "content_rating": "PG-13", "reason": "mystery"},
+    # a screen category inside kim's 19:00-07:00 restriction
+    {"title": "Cartoon marathon", "description": "Three episodes of a friendly cartoon.",
+     "category": "show", "content_rating": "G", "reason": "relaxing"},
+    # fine for kim at any time
+    {"title": "Paper rocket craft", "description": "Fold and launch paper rockets together.",
+     "category": "craft", "content_rating": "G", "reason": "loves space"},
+]  # fmt: skip
+
+
+def _forcing_grammar(path: Path, items: list[dict[str, Any]]) -> Path:
+    """A GBNF that only admits this exact JSON: the model has no choice."""
+    text = json.dumps({"items": items}, ensure_ascii=False)
+    path.write_text("root ::= " + json.dumps(text, ensure_ascii=False) + "\n")
+    return path
+
+
+def _audit(
+    state: Path, request_id: str
+) -> list[tuple[str, str | None, str | None, dict[str, Any]]]:
+    with sqlite3.connect(state / "insan-edge.db") as db:
+        rows = db.execute(
+            "SELECT event, rule, member_id, detail FROM audit_log ORDER BY id"
+        ).fetchall()
+    out = [(e, r, m, json.loads(d)) for e, r, m, d in rows]
+    return [row for row in out if row[3].get("request_id") == request_id]
+
+
+def test_forced_violations_never_reach_the_response(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    grammar = _forcing_grammar(tmp_path / "force.gbnf", BAD_AND_GOOD)
+    cfg = family_config(
+        tiny_model_path,
+        tmp_path / "s",
+        tmp_path / "x.sock",
+        model={"grammar_file": str(grammar), "context_length": 4096},
+    )
+    d = daemon_factory(cfg)
+    evening = {"member": "kim", "count": 3, "context": {"at": "2026-11-23T20:00:00"}}
+    answer = d.client.recommend("testfam", evening)
+
+    titles = [i["title"] for i in answer["items"]]
+    assert titles == ["Paper rocket craft"]  # one good item; the rest must never be served
+    assert answer["dropped"] >= 4 and answer["generated"] >= 5
+    rows = _audit(d.state_dir, answer["request_id"])
+    fired = {(r[3]["title"], r[1], r[2]) for r in rows if r[0] == "item_dropped"}
+    assert ("Zombie war night", "blocked_topic", None) in fired
+    assert ("Zombie war night", "content_rating", "kim") in fired  # its words say PG-13 at least
+    assert ("Spider safari", "avoided_topic", "kim") in fired
+    assert ("Teen detective novel", "content_rating", "kim") in fired
+    assert ("Cartoon marathon", "time_restriction", "kim") in fired
+    served = [r[3]["title"] for r in rows if r[0] == "item_served"]
+    assert served == ["Paper rocket craft"]
+    # Later rounds produced the good item again: counted as a duplicate, not served twice.
+    assert any(r[1] == "duplicate" for r in rows)
+    messages = {r[1]: r[3]["message"] for r in rows if r[0] == "item_dropped"}
+    assert "violence" in messages["blocked_topic"]
+    assert "limit is G" in messages["content_rating"]
+    assert "no screens at night" in messages["time_restriction"]
+
+    status = d.client.status()["safety"]
+    assert status["items_served"] == 1 and status["items_dropped"] == 4
+    assert set(status["drops_by_rule"]) >= {
+        "blocked_topic",
+        "avoided_topic",
+        "content_rating",
+        "time_restriction",
+    }
+
+    # The same show in the morning is outside the window: the time rule no longer fires.
+    morning = {"member": "kim", "count": 3, "context": {"at": "2026-11-24T10:00:00"}}
+    titles = [i["title"] for i in d.client.recommend("testfam", morning)["items"]]
+    assert titles == ["Cartoon marathon", "Paper rocket craft"]
+
+    # The parent may see the PG-13 book but not the violent or screen items... at night:
+    # the restriction names kim only, and pat's limit is PG-13.
+    parent = d.client.recommend(
+        "testfam", {"member": "pat", "count": 3, "context": {"at": "2026-11-23T20:00:00"}}
+    )
+    assert [i["title"] for i in parent["items"]] == [
+        "Spider safari",
+        "Teen detective novel",
+        "Cartoon marathon",
+    ]
+
+
+def test_everyone_present_must_pass(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    grammar = _forcing_grammar(tmp_path / "force.gbnf", BAD_AND_GOOD)
+    cfg = family_config(
+        tiny_model_path,
+        tmp_path / "s",
+        tmp_path / "x.sock",
+        model={"grammar_file": str(grammar), "context_length": 4096},
+    )
+    d = daemon_factory(cfg)
+    both = {
+        "member": "pat",
+        "count": 5,
+        "context": {"present": ["kim"], "at": "2026-11-24T10:00:00"},
+    }
+    answer = d.client.recommend("testfam", both)
+    assert answer["members"] == ["pat", "kim"]
+    assert [i["title"] for i in answer["items"]] == ["Cartoon marathon", "Paper rocket craft"]
+    assert all(i["for_members"] == ["pat", "kim"] for i in answer["items"])
