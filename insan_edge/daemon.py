@@ -104,6 +104,8 @@ class Daemon:
             sdnotify.notify("STOPPING=1")
             log.info(kv("daemon.stopping"))
             keepalive.cancel()
+            if self.engine is not None:
+                self.engine.abort()  # an in-flight generation ends now, not when it is done
             if runner is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE + 2)

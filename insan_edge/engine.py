@@ -65,6 +65,7 @@ class Engine:
         self.path = model_path
         self.settings = settings
         self._lock = threading.Lock()
+        self._abort = threading.Event()
         threads = settings.threads or os.cpu_count() or 1
         started = time.monotonic()
         try:
@@ -122,9 +123,19 @@ class Engine:
         return Grammar(gbnf)
 
     def generate(
-        self, prompt: str, grammar: Grammar, max_tokens: int, seed: int | None = None
+        self,
+        prompt: str,
+        grammar: Grammar,
+        max_tokens: int,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> Generation:
+        """Generate under ``grammar``; stops at the next token once ``cancel`` or abort is set."""
+        from llama_cpp import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
+
+        def stop(_tokens: Any, _logits: Any) -> bool:
+            return self._abort.is_set() or (cancel is not None and cancel.is_set())
 
         s = self.settings
         started = time.monotonic()
@@ -145,6 +156,7 @@ class Engine:
                 frequency_penalty=s.frequency_penalty,
                 seed=seed if seed is not None else s.seed,
                 grammar=LlamaGrammar.from_string(grammar.gbnf, verbose=False),
+                stopping_criteria=StoppingCriteriaList([stop]),
             )
         choice = result["choices"][0]
         usage = result["usage"]
@@ -153,8 +165,14 @@ class Engine:
             prompt_tokens=int(usage["prompt_tokens"]),
             completion_tokens=int(usage["completion_tokens"]),
             seconds=time.monotonic() - started,
-            finish_reason=str(choice.get("finish_reason") or "stop"),
+            finish_reason="cancelled"
+            if stop(None, None)
+            else str(choice.get("finish_reason") or "stop"),
         )
+
+    def abort(self) -> None:
+        """Make the running generation (and any later one) stop at its next token."""
+        self._abort.set()
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from insan_edge.store import Store
 log = logging.getLogger("insan_edge.recommender")
 _SPACE = re.compile(r"\s+")
 QUALITY_RULES = ("malformed", "duplicate")
+CACHE_ENTRIES = 512
 
 
 @dataclass
@@ -161,9 +163,12 @@ class Recommender:
                 "the model is busy with other requests; try again shortly", retry_after=5
             )
         self._waiting += 1
+        cancel = threading.Event()
         try:
             response = await asyncio.wait_for(
-                asyncio.to_thread(self._answer, loaded, family_id, family, targets, request, at),
+                asyncio.to_thread(
+                    self._answer, loaded, family_id, family, targets, request, at, cancel
+                ),
                 timeout=settings.api.request_timeout_seconds,
             )
         except asyncio.TimeoutError:
@@ -171,10 +176,20 @@ class Recommender:
                 "the model took too long to answer; try again later", retry_after=30
             ) from None
         finally:
+            cancel.set()  # a timed-out or abandoned generation stops at its next token
             self._waiting -= 1
         if settings.recommendations.cache_seconds > 0:
-            self._cache[key] = (time.monotonic() + settings.recommendations.cache_seconds, response)
+            self._remember(key, response, settings.recommendations.cache_seconds)
         return response
+
+    def _remember(self, key: str, response: RecommendationResponse, seconds: float) -> None:
+        now = time.monotonic()
+        if len(self._cache) >= CACHE_ENTRIES:
+            for old in [k for k, (expires, _) in self._cache.items() if expires < now]:
+                del self._cache[old]
+            while len(self._cache) >= CACHE_ENTRIES:  # still full: drop the oldest entries
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = (now + seconds, response)
 
     def _cached(
         self, key: str, family: Family, targets: list[str], at: datetime
@@ -228,6 +243,7 @@ class Recommender:
         targets: list[str],
         request: RecommendationRequest,
         at: datetime,
+        cancel: threading.Event,
     ) -> RecommendationResponse:
         started = time.monotonic()
         system = loaded.config.system
@@ -252,7 +268,7 @@ class Recommender:
         room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
         for round_no in range(rec.generation_rounds):
             need = request.count - len(items)
-            if need <= 0:
+            if need <= 0 or cancel.is_set():
                 break
             batch = max(1, min(need, room // per_item))
             grammar = self._grammar(
@@ -264,6 +280,7 @@ class Recommender:
                 grammar,
                 token_budget(batch, rec.title_max_chars, rec.description_max_chars),
                 seed=seed,
+                cancel=cancel,
             )
             usage.rounds += 1
             usage.prompt_tokens = out.prompt_tokens

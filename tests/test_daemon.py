@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -249,3 +250,68 @@ def test_speaks_sd_notify_with_watchdog(daemon_factory, tiny_model_path, tmp_pat
     listener.close()
     watchdog_pings = sum("WATCHDOG=1" in m for m in seen)
     assert watchdog_pings >= 1
+
+
+def _slow_daemon(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    """A daemon whose every generation is a forced ~2500-token answer (seconds, even when fast)."""
+    long_item = {
+        "title": "Slow one",
+        "description": "x" * 2500,
+        "category": "craft",
+        "content_rating": "G",
+        "reason": "r",
+    }
+    grammar = tmp_path / "slow.gbnf"
+    grammar.write_text("root ::= " + json.dumps(json.dumps({"items": [long_item]})) + "\n")
+    cfg = family_config(
+        tiny_model_path, tmp_path / "s", tmp_path / "x.sock",
+        model={"grammar_file": str(grammar), "context_length": 8192},
+        api={"max_queue": 1, "request_timeout_seconds": 600},
+        recommendations={"cache_seconds": 0, "description_max_chars": 600},
+    )  # fmt: skip
+    d = daemon_factory(cfg)
+    outcome: list[Any] = []
+
+    def first() -> None:
+        try:
+            outcome.append(d.client.recommend("testfam", {"count": 8}))
+        except ClientError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while (
+        d.client.status()["requests"]["generations"] < 1
+        and d.client.status()["requests"]["recommendations"] < 1
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return d, worker, outcome
+
+
+def test_a_full_queue_answers_503_with_retry_after(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    d, worker, outcome = _slow_daemon(daemon_factory, tiny_model_path, tmp_path)
+    body = json.dumps({"count": 1}).encode()
+    head = f"POST /v1/families/testfam/recommendations HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(d.socket))
+        s.sendall(head.encode() + body)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+    assert b"Retry-After: " in reply and b'"code": "busy"' in reply
+    assert d.client.status()["requests"]["rejected_busy"] == 1
+    worker.join(300)
+    assert outcome and isinstance(outcome[0], dict)  # the first request was still answered
+
+
+def test_sigterm_during_a_generation_stops_promptly(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    d, worker, outcome = _slow_daemon(daemon_factory, tiny_model_path, tmp_path)
+    started = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=20) == 0
+    assert time.monotonic() - started < 15
+    worker.join(30)
+    assert outcome  # the caller got an answer or a clear error, not a hang
