@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,15 +317,25 @@ def test_install_stops_on_a_broken_config_and_honours_the_prefix(tmp_path: Path)
 
 
 @needs_bash
-def test_install_refuses_without_root_and_bad_options() -> None:
+def test_install_refuses_without_root_and_bad_options(tmp_path: Path) -> None:
+    script = INSTALL
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as root and setpriv (util-linux) is missing to drop it")
         prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        # The checkout may sit in a directory the unprivileged user cannot enter (a 0700
+        # temp dir): give it a copy of the script where it can read it.
+        readable = Path(tempfile.mkdtemp(prefix="insan-install-"))
+        readable.chmod(0o755)
+        script = readable / "install.sh"
+        shutil.copy(INSTALL, script)
+        script.chmod(0o755)
     else:
         prefix = []
-    refused = run([*prefix, str(BASH), str(INSTALL), "--no-start"], cwd="/")
+    refused = run([*prefix, str(BASH), str(script), "--no-start"], cwd="/")
+    if script != INSTALL:
+        shutil.rmtree(script.parent)
     assert refused.returncode == 1
     assert "must be run as root" in refused.stderr
 
