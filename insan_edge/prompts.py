@@ -62,6 +62,15 @@ def build_prompt(
     return "\n".join(lines) + "\n"
 
 
+def _text(shortest: int, longest: int) -> dict[str, Any]:
+    """Plain text: starts with a letter or digit; no JSON punctuation, markup or control bytes.
+
+    A small model otherwise leaks structure into its strings ('}, {' as a reason).
+    """
+    body = r'[^"\\{}\[\]<>\x00-\x1F\x7F]'
+    return {"type": "string", "pattern": f"^[A-Za-z0-9]{body}{{{shortest - 1},{longest - 1}}}$"}
+
+
 def output_schema(
     count: int,
     categories: Sequence[str],
@@ -77,11 +86,11 @@ def output_schema(
     item = {
         "type": "object",
         "properties": {
-            "title": {"type": "string", "minLength": 3, "maxLength": title_max},
-            "description": {"type": "string", "minLength": 10, "maxLength": description_max},
+            "title": _text(3, title_max),
+            "description": _text(10, description_max),
             "category": {"enum": list(categories)},
             "content_rating": {"enum": [r for r in RATINGS if r in ratings]},
-            "reason": {"type": "string", "minLength": 3, "maxLength": REASON_MAX_CHARS},
+            "reason": _text(3, REASON_MAX_CHARS),
         },
         "required": ["title", "description", "category", "content_rating", "reason"],
         "additionalProperties": False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,10 @@ def test_demo_family_gets_parseable_safety_checked_recommendations(daemon_factor
     safety = parse_config(d.config_path.read_text(), "c.yaml").config.system.safety
     for item in answer["items"]:
         assert item["title"].strip() and item["description"].strip()
+        text = " ".join(str(v) for v in item.values())
+        assert not re.search(r"<(start_of|end_of|unused|eos|bos|pad|mask)", text), (
+            text
+        )  # no control tokens
         assert item["content_rating"] == "G"  # emma is 8 and strict
         assert not check_item(
             title=item["title"], description=item["description"], category=item["category"],
