@@ -17,9 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from insan_edge.config.system import ModelSettings
 from insan_edge.errors import ModelError
 from insan_edge.logs import kv
@@ -45,25 +42,6 @@ class Grammar:
 
 _LOOSE_CHAR = r'char ::= [^"\\] |'
 _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
-
-
-def _control_tokens(llm: Any) -> npt.NDArray[np.intc]:
-    """Ids of control, unused and unknown tokens, except those that end a generation."""
-    import llama_cpp
-
-    vocab = llm._model.vocab
-    mask = (
-        llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
-        | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
-        | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
-    )
-    ids = [
-        i
-        for i in range(llama_cpp.llama_vocab_n_tokens(vocab))
-        if llama_cpp.llama_vocab_get_attr(vocab, i) & mask
-        and not llama_cpp.llama_vocab_is_eog(vocab, i)
-    ]
-    return np.array(ids, dtype=np.intc)
 
 
 def schema_to_gbnf(schema: dict[str, Any]) -> str:
@@ -109,7 +87,6 @@ class Engine:
         self.name = meta.get("general.name") or model_path.stem
         self.n_ctx = self._llm.n_ctx()
         self.threads = threads
-        self.banned_tokens = _control_tokens(self._llm)
         self.device = (
             "gpu"
             if settings.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
@@ -154,7 +131,7 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Generation:
         """Generate under ``grammar``; stops at the next token once ``cancel`` or abort is set."""
-        from llama_cpp import LogitsProcessorList, StoppingCriteriaList
+        from llama_cpp import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
 
         def stop(_tokens: Any, _logits: Any) -> bool:
@@ -180,7 +157,6 @@ class Engine:
                 seed=seed if seed is not None else s.seed,
                 grammar=LlamaGrammar.from_string(grammar.gbnf, verbose=False),
                 stopping_criteria=StoppingCriteriaList([stop]),
-                logits_processor=LogitsProcessorList([self.ban_control_tokens]),
             )
         choice = result["choices"][0]
         usage = result["usage"]
@@ -193,11 +169,6 @@ class Engine:
             if stop(None, None)
             else str(choice.get("finish_reason") or "stop"),
         )
-
-    def ban_control_tokens(self, _input_ids: Any, scores: Any) -> Any:
-        """Control and unused tokens never appear in an answer (``<start_of_image>`` in a title)."""
-        scores[self.banned_tokens] = -np.inf
-        return scores
 
     def abort(self) -> None:
         """Make the running generation (and any later one) stop at its next token."""

@@ -9,6 +9,9 @@ from insan_edge.config.family import RATINGS, Family
 from insan_edge.contracts import RequestContext
 
 REASON_MAX_CHARS = 100
+# Any character of a text field after the first. It also keeps out every control token
+# ('<start_of_image>', '<unused0>', '[multimodal]'): each contains one of these brackets.
+TEXT_CHAR = r'[^"\\{}\[\]<>\x00-\x1F\x7F]'
 
 
 def _member_line(member_id: str, family: Family, limit: str) -> str:
@@ -67,8 +70,10 @@ def _text(shortest: int, longest: int) -> dict[str, Any]:
 
     A small model otherwise leaks structure into its strings ('}, {' as a reason).
     """
-    body = r'[^"\\{}\[\]<>\x00-\x1F\x7F]'
-    return {"type": "string", "pattern": f"^[A-Za-z0-9]{body}{{{shortest - 1},{longest - 1}}}$"}
+    return {
+        "type": "string",
+        "pattern": f"^[A-Za-z0-9]{TEXT_CHAR}{{{shortest - 1},{longest - 1}}}$",
+    }
 
 
 def output_schema(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from insan_edge.config.system import ModelSettings
@@ -56,14 +55,3 @@ def test_cut_off_answers_keep_their_complete_items() -> None:
     assert parse_items('{"items": [{"title": "A"}]}') == [{"title": "A"}]
     assert parse_items("garbage") == []
     assert parse_items('{"items": "nope"}') == []
-
-
-def test_control_tokens_are_banned_but_end_of_generation_is_not(engine: Engine) -> None:
-    # The tiny vocabulary: <unk>=0 (unknown), <s>=1 (control), </s>=2 (control, ends a generation).
-    assert 0 in engine.banned_tokens and 1 in engine.banned_tokens
-    assert 2 not in engine.banned_tokens
-    scores = np.zeros(500, dtype=np.float32)
-    engine.ban_control_tokens(None, scores)
-    assert np.isneginf(scores[[0, 1]]).all() and scores[2] == 0 and scores[100] == 0
-    grammar = engine.grammar('root ::= "done"')
-    assert engine.generate("x", grammar, 20).finish_reason == "stop"  # </s> still ends it

@@ -64,3 +64,29 @@ def test_demo_family_gets_parseable_safety_checked_recommendations(daemon_factor
     judged = {(dt["title"], e) for e, dt in decisions}
     assert len({t for t, e in judged if e != "item_served"}) <= answer["generated"]
     assert answer["usage"]["completion_tokens"] > 0 and answer["usage"]["rounds"] >= 1
+
+
+def test_text_fields_cannot_spell_any_control_token(tmp_path):  # type: ignore[no-untyped-def]
+    """Gemma's control and unused tokens ('<start_of_image>', '<unused0>') all contain a character
+    that text fields forbid, so the grammar alone keeps them out of answers."""
+    import llama_cpp
+
+    from insan_edge.modelfiles import ensure_embedded
+    from insan_edge.prompts import TEXT_CHAR
+
+    allowed = re.compile(TEXT_CHAR)
+    llm = llama_cpp.Llama(model_path=str(ensure_embedded(tmp_path).path), n_ctx=64, verbose=False)
+    vocab = llm._model.vocab
+    mask = (
+        llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED
+        | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    )
+    specials = [
+        llama_cpp.llama_vocab_get_text(vocab, i).decode("utf-8", "replace")
+        for i in range(llama_cpp.llama_vocab_n_tokens(vocab))
+        if llama_cpp.llama_vocab_get_attr(vocab, i) & mask
+    ]
+    llm.close()
+    assert len(specials) > 6000
+    assert [t for t in specials if all(allowed.fullmatch(c) for c in t)] == []
