@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from daemon_harness import family_config
 
 BAD_AND_GOOD = [
@@ -46,15 +47,18 @@ def _audit(
     return [row for row in out if row[3].get("request_id") == request_id]
 
 
-def test_forced_violations_never_reach_the_response(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+@pytest.fixture
+def forced_daemon(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    """A real daemon whose model can only write BAD_AND_GOOD (the tiny model has no choice)."""
     grammar = _forcing_grammar(tmp_path / "force.gbnf", BAD_AND_GOOD)
-    cfg = family_config(
-        tiny_model_path,
-        tmp_path / "s",
-        tmp_path / "x.sock",
-        model={"grammar_file": str(grammar), "context_length": 4096},
+    model = {"grammar_file": str(grammar), "context_length": 4096}
+    return daemon_factory(
+        family_config(tiny_model_path, tmp_path / "s", tmp_path / "x.sock", model=model)
     )
-    d = daemon_factory(cfg)
+
+
+def test_forced_violations_never_reach_the_response(forced_daemon):  # type: ignore[no-untyped-def]
+    d = forced_daemon
     evening = {"member": "kim", "count": 3, "context": {"at": "2026-11-23T20:00:00"}}
     answer = d.client.recommend("testfam", evening)
 
@@ -103,15 +107,8 @@ def test_forced_violations_never_reach_the_response(daemon_factory, tiny_model_p
     ]
 
 
-def test_everyone_present_must_pass(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
-    grammar = _forcing_grammar(tmp_path / "force.gbnf", BAD_AND_GOOD)
-    cfg = family_config(
-        tiny_model_path,
-        tmp_path / "s",
-        tmp_path / "x.sock",
-        model={"grammar_file": str(grammar), "context_length": 4096},
-    )
-    d = daemon_factory(cfg)
+def test_everyone_present_must_pass(forced_daemon):  # type: ignore[no-untyped-def]
+    d = forced_daemon
     both = {
         "member": "pat",
         "count": 5,
