@@ -25,12 +25,12 @@ from typing import Any
 import yaml
 
 from insan_edge.client import ClientError, LocalClient
-from insan_edge.config import RATINGS, LoadedConfig, load_config
+from insan_edge.config import LoadedConfig, load_config
 from insan_edge.contracts import RequestContext
 from insan_edge.engine import schema_to_gbnf
 from insan_edge.prompts import build_prompt, output_schema, token_budget
 from insan_edge.recommender import parse_items
-from insan_edge.safety import allowed_categories, member_rating_limit, rank
+from insan_edge.safety import allowed_categories, member_rating_limit, ratings_within
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "family.example.yaml"
 FAMILY, MEMBER, SEED = "smith", "emma", 42
@@ -125,8 +125,7 @@ def mirror(llm: Any, loaded: LoadedConfig, raw: dict[str, Any], count: int) -> t
     at = ctx.at or datetime.now()  # naive, so the daemon uses it as it is
     limits = {m: member_rating_limit(family.members[m], family, system.safety) for m in targets}
     categories = allowed_categories(family, targets, at)
-    strictest = min(limits.values(), key=rank)
-    ratings = [r for r in RATINGS if rank(r) <= rank(strictest)]
+    ratings = ratings_within(limits.values())
     prompt = build_prompt(family, targets, ctx, limits, [], categories)  # fresh store: no recent
     room = llm.n_ctx() - len(llm.tokenize(prompt.encode("utf-8"), add_bos=True)) - 1
     tmax, dmax = rec.title_max_chars, rec.description_max_chars

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from insan_edge import __version__
-from insan_edge.client import DEFAULT_SOCKET, ClientError, LocalClient
+from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
 
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)
         return 1
-    except ClientError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except InsanEdgeError as exc:
+    except InsanEdgeError as exc:  # ClientError included
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,12 +10,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from insan_edge.config import LoadedConfig
-from insan_edge.config.family import RATINGS, Family
+from insan_edge.config.family import Family
 from insan_edge.contracts import (
     Item,
     ModelRef,
@@ -33,7 +33,7 @@ from insan_edge.errors import (
 )
 from insan_edge.logs import kv
 from insan_edge.prompts import build_prompt, output_schema, token_budget
-from insan_edge.safety import allowed_categories, check_item, member_rating_limit, rank
+from insan_edge.safety import allowed_categories, check_item, member_rating_limit, ratings_within
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
@@ -51,7 +51,6 @@ class Counters:
     generation_seconds: float = 0.0
     unparseable: int = 0
     busy: int = 0
-    by_rule: dict[str, int] = field(default_factory=dict)
 
 
 def _clean(text: object) -> str:
@@ -255,8 +254,7 @@ class Recommender:
             raise BadRequestError(
                 "nothing may be suggested to these members right now (every category is restricted at this time)"
             )
-        strictest = min(limits.values(), key=rank)
-        ratings = [r for r in RATINGS if rank(r) <= rank(strictest)]
+        ratings = ratings_within(limits.values())
         recent = self.store.recent_accepted(family_id, targets, rec.recent_examples)
         per_item = token_budget(1, rec.title_max_chars, rec.description_max_chars)
         items: list[Item] = []
@@ -308,7 +306,6 @@ class Recommender:
                     safety_drop = why[0][0] not in QUALITY_RULES
                     dropped += safety_drop
                     for rule, member, message in why:
-                        self.counters.by_rule[rule] = self.counters.by_rule.get(rule, 0) + 1
                         decisions.append(
                             {
                                 "event": "item_dropped" if safety_drop else "item_discarded",

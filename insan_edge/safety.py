@@ -174,6 +174,12 @@ def _stricter(*ratings: str | None) -> str:
     return min((r for r in ratings if r is not None), key=rank)
 
 
+def ratings_within(limits: Iterable[str]) -> list[str]:
+    """The ratings every member with these limits may see, G first."""
+    strictest = _stricter(*limits)
+    return [r for r in RATINGS if rank(r) <= rank(strictest)]
+
+
 def member_rating_limit(member: Member, family: Family, settings: SafetySettings) -> str:
     level = member.effective_safety_level
     if settings.children_strict and member.is_child:

@@ -248,27 +248,6 @@ class Store:
                 for d in decisions
             )
 
-    def audit(
-        self,
-        event: str,
-        *,
-        family_id: str | None = None,
-        member_id: str | None = None,
-        rule: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        with self.transaction() as db:
-            db.table("audit_log").insert(
-                {
-                    "ts": utcnow(),
-                    "family_id": family_id,
-                    "member_id": member_id,
-                    "event": event,
-                    "rule": rule,
-                    "detail": json.dumps(detail or {}),
-                }
-            )
-
     def audit_rows(self, family_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         where, args = ("WHERE family_id = ?", [family_id]) if family_id else ("", [])
         with self._lock:
@@ -310,10 +289,3 @@ class Store:
                 "SELECT COUNT(DISTINCT json_extract(detail, '$.request_id') || json_extract(detail, '$.title')) FROM audit_log WHERE event = 'item_dropped'"
             ).fetchone()[0]
         return {"items_served": served, "items_dropped": dropped_items, "drops_by_rule": by_rule}
-
-    def answer_counts(self) -> dict[str, int]:
-        with self._lock:
-            row = self.db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(cached), 0) FROM recommendations"
-            ).fetchone()
-        return {"answers": int(row[0]), "cached_answers": int(row[1])}
