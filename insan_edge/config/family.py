@@ -272,6 +272,33 @@ class FamilySafety(ConfigModel):
     )
 
 
+class FamilyPrivacy(ConfigModel):
+    pets: list[str] = Field(
+        default_factory=list,
+        title="Pets' names",
+        description="Scrubbed from everything the box keeps.",
+        max_length=50,
+    )
+    schools: list[str] = Field(
+        default_factory=list, title="Schools", description="School names to scrub.", max_length=20
+    )
+    streets: list[str] = Field(
+        default_factory=list, title="Streets", description="Street names to scrub.", max_length=20
+    )
+    towns: list[str] = Field(
+        default_factory=list,
+        title="Towns",
+        description="Town or neighbourhood names to scrub.",
+        max_length=20,
+    )
+    other_names: list[str] = Field(
+        default_factory=list,
+        title="Other names",
+        description="Relatives, friends, anyone else to scrub.",
+        max_length=100,
+    )
+
+
 class Family(ConfigModel):
     display_name: str = Field(
         default="",
@@ -288,6 +315,11 @@ class Family(ConfigModel):
         default_factory=Preferences,
         title="Preferences",
         description="What the family wants from suggestions.",
+    )
+    privacy: FamilyPrivacy = Field(
+        default_factory=FamilyPrivacy,
+        title="Privacy",
+        description="Names and places scrubbed from everything the box keeps, besides the members' names.",
     )
     safety: FamilySafety = Field(
         default_factory=FamilySafety,

@@ -19,10 +19,37 @@ class Paths(ConfigModel):
         title="State directory",
         description="Database, models and adapters live here.",
     )
+    inbox: Path | None = Field(
+        default=None,
+        title="Inbox directory",
+        description="Apps append JSON-lines event files here; empty means 'inbox' inside the state directory.",
+    )
     socket: Path = Field(
         default=Path("/run/insan-edge/api.sock"),
         title="API socket",
         description="Unix socket the local API listens on (mode 0660).",
+    )
+
+
+class PrivacySettings(ConfigModel):
+    spacy_model: str | None = Field(
+        default=None,
+        title="spaCy model",
+        description="An installed spaCy pipeline (name or path) for finding names and places; empty means the bundled en_core_web_sm.",
+    )
+    retention_days: int = Field(
+        default=365,
+        ge=1,
+        le=36500,
+        title="Retention (days)",
+        description="Interactions older than this are deleted daily.",
+    )
+    max_event_bytes: int = Field(
+        default=16384,
+        ge=512,
+        le=1024 * 1024,
+        title="Largest event",
+        description="A longer event line is quarantined unread.",
     )
 
 
@@ -252,6 +279,11 @@ class SystemSettings(ConfigModel):
     )
     safety: SafetySettings = Field(
         default_factory=SafetySettings, title="Safety", description="Box-wide safety limits."
+    )
+    privacy: PrivacySettings = Field(
+        default_factory=PrivacySettings,
+        title="Privacy",
+        description="Personal-data scrubbing and retention.",
     )
     api: ApiSettings = Field(
         default_factory=ApiSettings, title="API", description="Limits of the local API."
