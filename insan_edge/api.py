@@ -17,13 +17,14 @@ from pydantic import ValidationError
 
 from insan_edge import __version__
 from insan_edge.contracts import RecommendationRequest
-from insan_edge.errors import BusyError, InsanEdgeError
+from insan_edge.errors import BadRequestError, BusyError, InsanEdgeError
 from insan_edge.logs import kv
 from insan_edge.recommender import Recommender
 
 log = logging.getLogger("insan_edge.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HARD_BODY_LIMIT = 16 * 1024 * 1024
+MAX_EVENTS_PER_POST = 1000
 
 
 @dataclass
@@ -32,8 +33,11 @@ class ApiBackend:
 
     recommender: Recommender
     status: Callable[[], dict[str, Any]]
-    metrics: Callable[[], str]
     max_body_bytes: Callable[[], int]
+    submit_events: Callable[[list[Any]], Awaitable[dict[str, Any]]]
+    forget: Callable[[str, str | None], Awaitable[dict[str, Any]]]
+    export: Callable[[str], Awaitable[dict[str, Any]]]
+    quarantine: Callable[[int], list[dict[str, Any]]]
 
 
 def _error(
@@ -100,6 +104,29 @@ class _BadJson(InsanEdgeError):
     status = 400
 
 
+def prometheus(s: dict[str, Any]) -> str:
+    """The status as Prometheus text."""
+    counters = {
+        "uptime_seconds": s["uptime_seconds"],
+        "recommendation_requests_total": s["requests"]["recommendations"],
+        "cache_hits_total": s["requests"]["cache_hits"],
+        "generated_tokens_total": s["requests"]["generated_tokens"],
+        "generation_seconds_total": s["requests"]["generation_seconds"],
+        "items_served_total": s["safety"]["items_served"],
+        "interactions_stored": s["ingest"]["interactions"],
+        "quarantined_events": s["ingest"]["quarantined"],
+        "resident_memory_bytes": int(s["memory"]["rss_mb"] * 2**20),
+    }
+    lines = []
+    for name, value in counters.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines += [f"# TYPE insan_edge_{name} {kind}", f"insan_edge_{name} {value}"]
+    lines.append("# TYPE insan_edge_items_dropped_total counter")
+    for rule, n in sorted(s["safety"]["drops_by_rule"].items()):
+        lines.append(f'insan_edge_items_dropped_total{{rule="{rule}"}} {n}')
+    return "\n".join(lines) + "\n"
+
+
 def build_app(backend: ApiBackend) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=HARD_BODY_LIMIT)
     routes = web.RouteTableDef()
@@ -121,9 +148,37 @@ def build_app(backend: ApiBackend) -> web.Application:
         answer = await backend.recommender.recommend(request.match_info["family"], req)
         return web.json_response(answer.model_dump(mode="json"))
 
+    @routes.post("/v1/interactions")
+    async def interactions(request: web.Request) -> web.Response:
+        body = await read_json(request, backend.max_body_bytes())
+        events = body.get("events") if isinstance(body, dict) and "events" in body else body
+        events = events if isinstance(events, list) else [events]
+        if not 1 <= len(events) <= MAX_EVENTS_PER_POST:
+            raise BadRequestError(f"send 1 to {MAX_EVENTS_PER_POST} events per request")
+        return web.json_response(await backend.submit_events(events))
+
+    @routes.delete("/v1/families/{family}/members/{member}")
+    async def forget_member(request: web.Request) -> web.Response:
+        result = await backend.forget(request.match_info["family"], request.match_info["member"])
+        return web.json_response(result)
+
+    @routes.get("/v1/families/{family}/export")
+    async def export(request: web.Request) -> web.Response:
+        return web.json_response(await backend.export(request.match_info["family"]))
+
+    @routes.get("/v1/quarantine")
+    async def quarantine(request: web.Request) -> web.Response:
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError:
+            raise BadRequestError("limit must be a whole number") from None
+        return web.json_response({"quarantine": backend.quarantine(limit)})
+
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=backend.metrics(), content_type="text/plain", charset="utf-8")
+        return web.Response(
+            text=prometheus(backend.status()), content_type="text/plain", charset="utf-8"
+        )
 
     app.add_routes(routes)
     return app

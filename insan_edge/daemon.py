@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +24,20 @@ from aiohttp import web
 from insan_edge import __version__, sdnotify
 from insan_edge.api import ApiBackend, build_app
 from insan_edge.config import LoadedConfig, load_config
+from insan_edge.duties import box_key, expire, export, forget, inbox_lag, scrubbed_entities
 from insan_edge.engine import Engine
-from insan_edge.errors import ConfigError, InsanEdgeError, ModelError
+from insan_edge.errors import (
+    ConfigError,
+    InsanEdgeError,
+    ModelError,
+    UnknownFamilyError,
+    UnknownMemberError,
+)
+from insan_edge.ingest import InboxTailer
+from insan_edge.intake import Intake
 from insan_edge.logs import kv
 from insan_edge.modelfiles import ModelFile, resolve_model
+from insan_edge.privacy import Scrubber
 from insan_edge.recommender import Recommender
 from insan_edge.store import Store
 
@@ -54,6 +65,11 @@ class Daemon:
         self.engine: Engine | None = None
         self.model_file: ModelFile | None = None
         self.recommender: Recommender | None = None
+        self.scrubber: Scrubber | None = None
+        self.intake: Intake | None = None
+        self.tailer: InboxTailer | None = None
+        self._ingest_stop = threading.Event()
+        self._ingest_thread: threading.Thread | None = None
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -73,8 +89,11 @@ class Daemon:
             backend = ApiBackend(
                 self.recommender,
                 self.status,
-                self.metrics,
                 lambda: self.loaded.config.system.api.max_body_bytes,
+                self._submit_events,
+                self._forget,
+                self._export,
+                lambda limit: self.store.quarantine_rows(limit) if self.store else [],
             )
             runner = web.AppRunner(
                 build_app(backend),
@@ -97,8 +116,10 @@ class Daemon:
                 )
             )
             watcher = loop.create_task(self._watch_config())
+            retention = loop.create_task(self._retention())
             await self._stop.wait()
             watcher.cancel()
+            retention.cancel()
             return 0
         finally:
             sdnotify.notify("STOPPING=1")
@@ -106,6 +127,7 @@ class Daemon:
             keepalive.cancel()
             if self.engine is not None:
                 self.engine.abort()  # an in-flight generation ends now, not when it is done
+            self._stop_ingest()
             if runner is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE + 2)
@@ -130,6 +152,89 @@ class Daemon:
         self.engine = await asyncio.to_thread(Engine, self.model_file.path, config.system.model)
         self.recommender = Recommender(self.engine, self.store, lambda: self.loaded)
         self.recommender.load_forced_grammar()
+        self.scrubber = await asyncio.to_thread(
+            Scrubber, dict(config.families), config.system.privacy.spacy_model
+        )
+        self.intake = Intake(
+            self.store, lambda: self.loaded.config, self._current_scrubber, box_key(self.state_dir)
+        )
+        self._start_ingest()
+
+    def _current_scrubber(self) -> Scrubber:
+        assert self.scrubber is not None
+        return self.scrubber
+
+    # ingest -----------------------------------------------------------------------------------
+
+    @property
+    def inbox(self) -> Path:
+        return self.loaded.config.system.paths.inbox or self.state_dir / "inbox"
+
+    def _start_ingest(self) -> None:
+        assert self.store is not None and self.intake is not None
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.inbox, 0o2770)  # household apps in the group drop files here
+        self.tailer = InboxTailer(
+            self.store,
+            self.inbox,
+            lambda: self.loaded.config,
+            self.intake.scrub_for_inbox,
+            self.loaded.config.system.privacy.max_event_bytes,
+        )
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
+        self._ingest_thread.start()
+
+    def _ingest_loop(self) -> None:
+        assert self.tailer is not None
+        while not self._ingest_stop.is_set():
+            try:
+                self.tailer.poll()
+            except Exception:  # one bad poll must not end ingest; the next one retries
+                log.exception(kv("ingest.poll_failed"))
+            self.tailer.wait(0.5)
+
+    def _stop_ingest(self) -> None:
+        self._ingest_stop.set()
+        if self.tailer is not None:
+            self.tailer.request_stop()
+        if self._ingest_thread is not None:
+            self._ingest_thread.join(SHUTDOWN_GRACE)
+        if self.tailer is not None:
+            self.tailer.close()
+
+    async def _retention(self) -> None:
+        while True:
+            if self.store is not None:
+                days = self.loaded.config.system.privacy.retention_days
+                deleted = await asyncio.to_thread(expire, self.store, days)
+                if deleted:
+                    log.info(kv("retention.expired", interactions=deleted, older_than_days=days))
+            await asyncio.sleep(24 * 3600)
+
+    async def _submit_events(self, events: list[Any]) -> dict[str, Any]:
+        assert self.intake is not None
+        return await asyncio.to_thread(self.intake.submit, events)
+
+    def _known(self, family_id: str, member_id: str | None) -> None:
+        family = self.loaded.config.families.get(family_id)
+        if family is None:
+            raise UnknownFamilyError(f"there is no family '{family_id}' on this box")
+        if member_id is not None and member_id not in family.members:
+            raise UnknownMemberError(f"'{member_id}' is not a member of the family '{family_id}'")
+
+    async def _forget(self, family_id: str, member_id: str | None) -> dict[str, Any]:
+        assert self.store is not None
+        self._known(family_id, member_id)
+        result = await asyncio.to_thread(forget, self.store, family_id, member_id)
+        log.info(kv("privacy.erased", family=family_id, member=member_id or "*",
+                    interactions=result["interactions_deleted"]))  # fmt: skip
+        return result
+
+    async def _export(self, family_id: str) -> dict[str, Any]:
+        assert self.store is not None
+        self._known(family_id, None)
+        return await asyncio.to_thread(export, self.store, family_id)
 
     async def _keepalive(self) -> None:
         """Watchdog pings, plus start-timeout extensions while the model is prepared."""
@@ -183,6 +288,9 @@ class Daemon:
             grammar_file = new.config.system.model.grammar_file
             if grammar_file is not None and self.engine is not None:
                 self.engine.grammar(grammar_file.read_text("utf-8"))
+            scrubber = await asyncio.to_thread(
+                Scrubber, dict(new.config.families), new.config.system.privacy.spacy_model
+            )
         except (ConfigError, ModelError, OSError) as exc:
             problems = (
                 [str(p) for p in exc.problems] if isinstance(exc, ConfigError) else [str(exc)]
@@ -205,6 +313,7 @@ class Daemon:
             if getattr(old.config.system, section) != getattr(new.config.system, section):
                 log.warning(kv("config.restart_needed", section=f"system.{section}"))
         self.loaded = new
+        self.scrubber = scrubber  # the deny-list follows the config's names
         self.config_loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.last_reload_error = None
         logging.getLogger().setLevel(new.config.system.log_level.upper())
@@ -282,34 +391,13 @@ class Daemon:
                 "total_mb": round(vm.total / 2**20),
             },
             "store": {"path": str(self.store.path), "schema_version": self.store.schema_version},
+            "ingest": {
+                **self.store.ingest_counts(),
+                "scrubbed_entities": scrubbed_entities(self.store),
+                "inbox": str(self.inbox),
+                "files": inbox_lag(self.store, self.inbox),
+            },
         }
-
-    def metrics(self) -> str:
-        s = self.status()
-        lines = [
-            "# TYPE insan_edge_uptime_seconds gauge",
-            f"insan_edge_uptime_seconds {s['uptime_seconds']}",
-            "# TYPE insan_edge_recommendation_requests_total counter",
-            f"insan_edge_recommendation_requests_total {s['requests']['recommendations']}",
-            "# TYPE insan_edge_cache_hits_total counter",
-            f"insan_edge_cache_hits_total {s['requests']['cache_hits']}",
-            "# TYPE insan_edge_generated_tokens_total counter",
-            f"insan_edge_generated_tokens_total {s['requests']['generated_tokens']}",
-            "# TYPE insan_edge_generation_seconds_total counter",
-            f"insan_edge_generation_seconds_total {s['requests']['generation_seconds']}",
-            "# TYPE insan_edge_items_served_total counter",
-            f"insan_edge_items_served_total {s['safety']['items_served']}",
-            "# TYPE insan_edge_items_dropped_total counter",
-        ]
-        lines += [
-            f'insan_edge_items_dropped_total{{rule="{rule}"}} {n}'
-            for rule, n in sorted(s["safety"]["drops_by_rule"].items())
-        ]
-        lines += [
-            "# TYPE insan_edge_resident_memory_bytes gauge",
-            f"insan_edge_resident_memory_bytes {int(s['memory']['rss_mb'] * 2**20)}",
-        ]
-        return "\n".join(lines) + "\n"
 
 
 def run(config_path: Path, state_dir: Path | None = None, socket_path: Path | None = None) -> int:

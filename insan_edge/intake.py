@@ -10,15 +10,20 @@ import hashlib
 import hmac
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from insan_edge.events import InteractionEvent
+from insan_edge.config import Config
+from insan_edge.duties import known_event_hashes
+from insan_edge.events import EventRejected, InteractionEvent, parse_event
+from insan_edge.store import Quarantined, Store
 
 
 class ScrubbedText(Protocol):
-    text: str
-    entities: dict[str, int]
+    @property
+    def text(self) -> str: ...
+    @property
+    def entities(self) -> dict[str, int]: ...
 
 
 class TextScrubber(Protocol):
@@ -93,3 +98,66 @@ def scrub_events(
             "entities": json.dumps(dict(found)),
         })  # fmt: skip
     return rows
+
+
+class Intake:
+    """Events posted to the API: validate each, scrub per family in batches, store, answer per item."""
+
+    def __init__(
+        self,
+        store: Store,
+        get_config: Callable[[], Config],
+        get_scrubber: Callable[[], TextScrubber],
+        key: bytes,
+    ) -> None:
+        self.store = store
+        self.get_config = get_config
+        self.get_scrubber = get_scrubber
+        self.key = key
+
+    def scrub_for_inbox(
+        self, family_id: str, events: list[InteractionEvent]
+    ) -> list[dict[str, Any]]:
+        return scrub_events(self.get_scrubber(), family_id, events, "inbox", self.key)
+
+    def submit(self, items: Sequence[Any]) -> dict[str, Any]:
+        config = self.get_config()
+        limit = config.system.privacy.max_event_bytes
+        results: list[dict[str, Any]] = [{} for _ in items]
+        valid: dict[str, list[tuple[int, InteractionEvent]]] = {}
+        rejects: list[Quarantined] = []
+        for i, item in enumerate(items):
+            raw = json.dumps(item, default=str).encode("utf-8")
+            try:
+                if len(raw) > limit:
+                    raise EventRejected(
+                        "too_large", f"the event is {len(raw)} bytes; at most {limit}"
+                    )
+                event = parse_event(item, config, limit)
+            except EventRejected as exc:
+                digest = hashlib.sha256(raw).hexdigest()
+                rejects.append(Quarantined("api", exc.reason, exc.message, digest, len(raw)))
+                results[i] = {
+                    "index": i,
+                    "status": "quarantined",
+                    "reason": exc.reason,
+                    "message": exc.message,
+                }
+                continue
+            valid.setdefault(event.family, []).append((i, event))
+        rows: list[dict[str, Any]] = []
+        order: list[int] = []
+        for family_id, pairs in valid.items():
+            rows += scrub_events(
+                self.get_scrubber(), family_id, [e for _, e in pairs], "api", self.key
+            )
+            order += [i for i, _ in pairs]
+        known = known_event_hashes(self.store, [r["event_hash"] for r in rows])
+        self.store.add_interactions(rows, rejects)
+        seen: set[str] = set()
+        for i, row in zip(order, rows, strict=True):
+            duplicate = row["event_hash"] in known or row["event_hash"] in seen
+            seen.add(row["event_hash"])
+            results[i] = {"index": i, "status": "duplicate" if duplicate else "stored"}
+        stored = sum(r["status"] == "stored" for r in results)
+        return {"stored": stored, "quarantined": len(rejects), "results": results}

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,78 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("interactions").create_index(["family_id", "kind", "ts"])
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    # Inbox files are tracked by inode (a rotated file keeps it under its new name); the path is
+    # where it was last seen. head_hash: the file's first line (at most HEAD_BYTES) as read
+    # up to ``offset``, to recognise a truncated or replaced file.
+    db.table("ingest_offsets").create(
+        {"inode": int, "path": str, "offset": int, "head_hash": str, "updated_at": str},
+        pk="inode",
+        not_null={"path", "offset", "head_hash"},
+    )
+    # What could not be stored, and why; never the raw content (it may hold personal data).
+    db.table("quarantine").create(
+        {
+            "id": int,
+            "ts": str,
+            "source": str,
+            "file": str,
+            "offset": int,
+            "size": int,
+            "reason": str,
+            "message": str,
+            "sha256": str,
+        },
+        pk="id",
+        not_null={"ts", "source", "reason"},
+    )
+    db.table("quarantine").create_index(["reason"])
+    interactions = db.table("interactions")
+    interactions.add_column("source", str)  # 'inbox' or 'api'
+    interactions.add_column(
+        "event_hash", str
+    )  # keyed hash of the event: a retry is not stored twice
+    interactions.add_column("entities", str)  # JSON: personal-data entities the scrubber replaced
+    interactions.create_index(["event_hash"], unique=True)
+
+
 # Each entry moves the schema one version forward; never edit a released one, append.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+
+INTERACTION_COLUMNS = (
+    "family_id",
+    "member_id",
+    "kind",
+    "item",
+    "text",
+    "rating",
+    "context",
+    "ts",
+    "source",
+    "event_hash",
+    "entities",
+)
+
+
+@dataclass(frozen=True)
+class IngestOffset:
+    inode: int
+    path: str
+    offset: int
+    head_hash: str
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """One rejected event: where it was and why, with a hash of its bytes (never the bytes)."""
+
+    source: str
+    reason: str
+    message: str
+    sha256: str
+    size: int
+    file: str | None = None
+    offset: int | None = None
 
 
 class Store:
@@ -289,3 +360,117 @@ class Store:
                 "SELECT COUNT(DISTINCT json_extract(detail, '$.request_id') || json_extract(detail, '$.title')) FROM audit_log WHERE event = 'item_dropped'"
             ).fetchone()[0]
         return {"items_served": served, "items_dropped": dropped_items, "drops_by_rule": by_rule}
+
+    # ingest ------------------------------------------------------------------------------------
+
+    def _write_interactions(
+        self, db: sqlite_utils.Database, rows: Sequence[dict[str, Any]], default_source: str
+    ) -> int:
+        now, added = utcnow(), 0
+        marks = ",".join("?" for _ in range(len(INTERACTION_COLUMNS) + 1))
+        sql = f"INSERT OR IGNORE INTO interactions ({','.join(INTERACTION_COLUMNS)}, created_at) VALUES ({marks})"
+        for row in rows:
+            values: list[Any] = []
+            for column in INTERACTION_COLUMNS:
+                value = row.get(column)
+                if column == "source" and value is None:
+                    value = default_source
+                elif isinstance(value, (dict, list)):
+                    value = json.dumps(value)
+                values.append(value)
+            added += db.conn.execute(sql, [*values, now]).rowcount
+        return added
+
+    def _write_quarantine(self, db: sqlite_utils.Database, rejects: Sequence[Quarantined]) -> None:
+        now = utcnow()
+        db.conn.executemany(
+            "INSERT INTO quarantine (ts, source, file, offset, size, reason, message, sha256) VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (now, q.source, q.file, q.offset, q.size, q.reason, q.message, q.sha256)
+                for q in rejects
+            ],
+        )
+
+    def ingest_batch(
+        self,
+        *,
+        path: str,
+        inode: int,
+        head_hash: str,
+        new_offset: int,
+        rows: Sequence[dict[str, Any]],
+        rejects: Sequence[Quarantined],
+    ) -> int:
+        """Scrubbed rows, quarantined lines and the file's new offset, in ONE transaction.
+
+        Returns the rows added (an event whose ``event_hash`` is already stored is skipped).
+        """
+        with self.transaction() as db:
+            added = self._write_interactions(db, rows, "inbox")
+            self._write_quarantine(db, rejects)
+            db.conn.execute(
+                "INSERT INTO ingest_offsets (inode, path, offset, head_hash, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(inode) DO UPDATE SET path = excluded.path, offset = excluded.offset, "
+                "head_hash = excluded.head_hash, updated_at = excluded.updated_at",
+                [inode, path, new_offset, head_hash, utcnow()],
+            )
+        return added
+
+    def add_interactions(
+        self, rows: Sequence[dict[str, Any]], rejects: Sequence[Quarantined] = ()
+    ) -> int:
+        """Rows (and rejects) that come without a file offset, e.g. from the API; rows added."""
+        with self.transaction() as db:
+            added = self._write_interactions(db, rows, "api")
+            self._write_quarantine(db, rejects)
+        return added
+
+    def offsets(self) -> dict[int, IngestOffset]:
+        with self._lock:
+            return {
+                r["inode"]: IngestOffset(r["inode"], r["path"], r["offset"], r["head_hash"])
+                for r in self.db.query("SELECT inode, path, offset, head_hash FROM ingest_offsets")
+            }
+
+    def forget_offsets(self, inodes: Sequence[int]) -> None:
+        """Drop the offsets of files that are gone."""
+        with self.transaction() as db:
+            db.conn.executemany(
+                "DELETE FROM ingest_offsets WHERE inode = ?", [(i,) for i in inodes]
+            )
+
+    def quarantine_rows(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                dict(r)
+                for r in self.db.query("SELECT * FROM quarantine ORDER BY id DESC LIMIT ?", [limit])
+            ]
+
+    def ingest_counts(self) -> dict[str, Any]:
+        """For status: interactions stored (by source, by family), quarantined (by reason)."""
+        with self._lock:
+            by_family = {
+                r["family_id"]: r["n"]
+                for r in self.db.query(
+                    "SELECT family_id, COUNT(*) AS n FROM interactions GROUP BY family_id"
+                )
+            }
+            by_source = {
+                r["source"] or "unknown": r["n"]
+                for r in self.db.query(
+                    "SELECT source, COUNT(*) AS n FROM interactions GROUP BY source"
+                )
+            }
+            by_reason = {
+                r["reason"]: r["n"]
+                for r in self.db.query(
+                    "SELECT reason, COUNT(*) AS n FROM quarantine GROUP BY reason"
+                )
+            }
+        return {
+            "interactions": sum(by_family.values()),
+            "interactions_by_source": by_source,
+            "interactions_by_family": by_family,
+            "quarantined": sum(by_reason.values()),
+            "quarantined_by_reason": by_reason,
+        }
