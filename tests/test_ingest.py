@@ -259,20 +259,38 @@ def transaction(self):
     maybe_die()
 
 Store.transaction = transaction
+if sys.argv[1] == "daemon":
+    from insan_edge.cli import main
+    sys.exit(main(["run", *sys.argv[2:]]))
 from insan_edge.ingest_main import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(main(sys.argv[2:]))
 """
 
 
 class Ingest:
     """The tailer as its own process, SIGKILLed (by the test, or by itself) and started again."""
 
-    def __init__(self, tmp: Path, inbox: Path, crash_p: float) -> None:
-        self.args = [
-            sys.executable, "-c", CRASHER, "--config", str(tmp / "config.yaml"),
-            "--state-dir", str(tmp / "state"), "--inbox", str(inbox), "--redact-text",
-            "--interval", "0.05",
-        ]  # fmt: skip
+    def __init__(self, tmp: Path, inbox: Path, crash_p: float, daemon: bool = False) -> None:
+        common = ["--config", str(tmp / "config.yaml"), "--state-dir", str(tmp / "state")]
+        if daemon:  # the whole daemon, scrubbing with Presidio; the inbox comes from the config
+            self.args = [
+                sys.executable,
+                "-c",
+                CRASHER,
+                "daemon",
+                *common,
+                "--socket",
+                str(tmp / "api.sock"),
+            ]
+            self.ready = "daemon.ready"
+            self.life = (0.3, 2.5)  # a start costs seconds (spaCy, model): let each life work
+        else:
+            self.args = [
+                sys.executable, "-c", CRASHER, "tailer", *common, "--inbox", str(inbox),
+                "--redact-text", "--interval", "0.05",
+            ]  # fmt: skip
+            self.ready = "ingest.started"
+            self.life = (0.02, 0.8)
         self.env = {**os.environ, "INGEST_CRASH_P": str(crash_p)}
         self.log = (tmp / "ingest.log").open("ab")
         self.proc = self.start()
@@ -287,7 +305,7 @@ class Ingest:
         return Path(self.log.name).read_text("utf-8", "replace")
 
     def started(self) -> bool:
-        return "ingest.started" in self.log_text()[self.log_mark :]
+        return self.ready in self.log_text()[self.log_mark :]
 
     def kill_and_restart(self) -> None:
         self.proc.kill()
@@ -311,7 +329,7 @@ class Ingest:
             if self.restart_if_dead():
                 next_kill = None
             if next_kill is None and self.started():
-                next_kill = time.monotonic() + rng.uniform(0.02, 0.8)
+                next_kill = time.monotonic() + rng.uniform(*self.life)
             if next_kill is not None and time.monotonic() >= next_kill:
                 self.kill_and_restart()
                 next_kill = None
@@ -341,7 +359,10 @@ def _wait_for(
     return got
 
 
-def test_sigkill_at_random_moments_neither_loses_nor_duplicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("daemon", [False, True], ids=["tailer", "daemon"])
+def test_sigkill_at_random_moments_neither_loses_nor_duplicates(
+    tmp_path: Path, tiny_model_path: Path, daemon: bool
+) -> None:
     """N numbered events go to two files, one rotated and later truncated, while the ingest
     process is SIGKILLed and restarted at random moments; every event is stored exactly once.
 
@@ -352,14 +373,15 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(tmp_path: Path) 
     seed = int(os.environ.get("INGEST_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     total, bad_every = 3000, 250
-    (tmp_path / "config.yaml").write_text(
-        yaml.safe_dump(family_config(None, tmp_path / "state", tmp_path / "api.sock"))
-    )
     inbox, db = tmp_path / "inbox", tmp_path / "state" / "insan-edge.db"
+    config = family_config(tiny_model_path, tmp_path / "state", tmp_path / "api.sock")
+    config["system"]["paths"]["inbox"] = str(inbox)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     inbox.mkdir()
     x, y = inbox / "x.jsonl", inbox / "y.jsonl"
     files = {x: open(x, "ab", buffering=0), y: open(y, "ab", buffering=0)}  # noqa: SIM115
-    ingest = Ingest(tmp_path, inbox, crash_p=0.006)
+    # The daemon writes fewer, larger batches: a higher chance per transaction gets enough crashes.
+    ingest = Ingest(tmp_path, inbox, crash_p=0.04 if daemon else 0.006, daemon=daemon)
     stop = threading.Event()
     killing = threading.Thread(target=ingest.run_killer, args=(random.Random(seed), stop))
     killing.start()
@@ -386,7 +408,7 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(tmp_path: Path) 
                 files[x] = open(x, "ab", buffering=0)  # noqa: SIM115
             if n == 2000:
                 waited = time.monotonic()
-                got = _wait_for(db, (n + 1, bad), 30)
+                got = _wait_for(db, (n + 1, bad), 120, ingest)
                 waited = time.monotonic() - waited
                 assert got == (n + 1, bad), f"seed {seed}: before truncation"
                 os.ftruncate(files[x].fileno(), 0)
@@ -402,7 +424,7 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(tmp_path: Path) 
             time.sleep(0.3)
             ingest.kill_and_restart()
         final = time.monotonic()
-        got = _wait_for(db, (total, bad), 30, ingest)
+        got = _wait_for(db, (total, bad), 120, ingest)
         final = time.monotonic() - final
         ingest.restart_if_dead()
         ingest.env["INGEST_CRASH_P"] = "0"
