@@ -46,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--context", default="{}", help='JSON, e.g. \'{"time_of_day": "morning"}\'')
     rec.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    quarantine = sub.add_parser("quarantine", help="list events that could not be stored, and why")
+    _socket_arg(quarantine)
+    quarantine.add_argument("--limit", type=int, default=50)
+    quarantine.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    forget = sub.add_parser("forget", help="erase a member's (or a family's) interactions")
+    _socket_arg(forget)
+    forget.add_argument("--family", required=True)
+    forget.add_argument("--member", help="one member; without it, every member of the family")
+
+    export = sub.add_parser("export", help="write everything stored about a family as JSON")
+    _socket_arg(export)
+    export.add_argument("--family", required=True)
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file and report every problem")
@@ -128,6 +143,43 @@ def main(argv: list[str] | None = None) -> int:
                 body["member"] = args.member
             answer = client.recommend(args.family, body)
             print(json.dumps(answer, indent=2)) if args.json else _print_answer(answer)
+            return 0
+        if args.command == "quarantine":
+            rows = client.request("GET", f"/v1/quarantine?limit={args.limit}")["quarantine"]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for row in rows if not args.json else []:
+                where = f"{row['file']}@{row['offset']}" if row.get("file") else row["source"]
+                print(f"{row['ts']}  {where}  {row['reason']}: {row['message']}")
+            if not rows and not args.json:
+                print("nothing in quarantine")
+            return 0
+        if args.command == "forget":
+            if args.member:
+                erase = [args.member]
+            else:
+                status = client.status()
+                family = next((f for f in status["families"] if f["id"] == args.family), None)
+                if family is None:
+                    print(f"error: there is no family '{args.family}' on this box", file=sys.stderr)
+                    return 1
+                erase = [m["id"] for m in family["members"]]
+            for member in erase:
+                result = client.request("DELETE", f"/v1/families/{args.family}/members/{member}")
+                print(
+                    f"{args.family}/{member}: {result['interactions_deleted']} interactions erased"
+                )
+            return 0
+        if args.command == "export":
+            data = client.request("GET", f"/v1/families/{args.family}/export")
+            text = json.dumps(data, indent=2)
+            if args.output:
+                args.output.write_text(text + "\n", "utf-8")
+                print(
+                    f"{args.output}: {len(data['interactions'])} interactions, {len(data['recommendations'])} answers"
+                )
+            else:
+                print(text)
             return 0
     except ConfigError as exc:
         print(exc.message, file=sys.stderr)

@@ -129,6 +129,8 @@ class Intake:
         for i, item in enumerate(items):
             raw = json.dumps(item, default=str).encode("utf-8")
             try:
+                if not isinstance(item, dict):  # already decoded JSON: never parsed again
+                    raise EventRejected("not_an_object", "an event must be a JSON object")
                 if len(raw) > limit:
                     raise EventRejected(
                         "too_large", f"the event is {len(raw)} bytes; at most {limit}"

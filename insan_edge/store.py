@@ -245,7 +245,7 @@ class Store:
                 db.table("families").upsert(
                     {
                         "id": fid,
-                        "display_name": family.display_name,
+                        "display_name": None,  # a name: kept in the config only
                         "active": 1,
                         "updated_at": now,
                     },
