@@ -117,6 +117,15 @@ ADDRESS_PATTERNS = [
         0.9,  # above NER's score: "7 Fernhill Road" is an address, not a spaCy FAC
     ),
 ]
+PERSON_PATTERNS = [
+    # Household shapes spaCy misses (case matters): "a sleepover at Harper's", "the Hendersons"
+    Pattern(
+        "someone's place",
+        r"(?:(?<=\bat )|(?<=\bto )|(?<=\bfrom )|(?<=\bwith ))[A-Z][a-z]{2,}(?='s\b)",
+        0.6,
+    ),
+    Pattern("a family by name", r"(?<=\bthe )[A-Z][a-z]{2,}s\b", 0.5),
+]
 PHONE_PATTERNS = [
     # North American numbers, with or without +1 and brackets: (555) 010-4455, +1 555 010 2233
     Pattern(
@@ -256,6 +265,9 @@ def _shared_recognizers() -> list[EntityRecognizer]:
         IpRecognizer(supported_entity="IP"),
         UrlRecognizer(supported_entity="URL"),
         DateRecognizer(supported_entity="DATE"),
+        PatternRecognizer(
+            "PERSON", name="people by shape", patterns=PERSON_PATTERNS, global_regex_flags=no_case
+        ),
         PatternRecognizer(
             "ADDRESS",
             name="street address",

@@ -48,7 +48,7 @@ DENY_LISTED = ("MEMBER", "PET", "SCHOOL")
 ROLE_TOKEN = re.compile(r"<(?:PARENT|CHILD|GRANDPARENT|MEMBER)_\d+>")
 PLACEHOLDER = re.compile(r"<([A-Z]+(?:_\d+)?)>")
 # floors: what this corpus measures today, less a little room (see the printed table)
-RECALL_FLOOR = {"ALL": 0.97, "PERSON": 0.85, "LOCATION": 0.95, "ORG": 0.85, "DATE": 0.9}
+RECALL_FLOOR = {"ALL": 0.99, "PERSON": 0.95, "LOCATION": 0.95, "ORG": 0.85, "DATE": 0.9}
 PRECISION_FLOOR = {
     "ALL": 0.85,
     **dict.fromkeys((*STRUCTURED, *DENY_LISTED, "ADDRESS"), 1.0),
