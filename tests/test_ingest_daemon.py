@@ -160,3 +160,71 @@ def test_forget_and_export(daemon_factory, tiny_model_path, tmp_path):  # type: 
         with pytest.raises(ClientError) as err:
             d.client.request("DELETE", path)
         assert err.value.code == code
+
+
+def test_the_deny_list_follows_a_config_edit(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    cfg = family_config(tiny_model_path, tmp_path / "s", tmp_path / "x.sock")
+    d = daemon_factory(cfg)
+    first = _event(1, text="Walked Pickles after school")
+    d.client.request("POST", "/v1/interactions", first)
+    cfg["families"]["testfam"]["privacy"] = {"pets": ["Pickles"]}
+    d.write_config(cfg)
+    deadline = time.monotonic() + 20
+    for attempt in range(2, 1000):  # the daemon notices the edit within seconds
+        later = _event(attempt, text="Fed Pickles twice", context={"attempt": attempt})
+        d.client.request("POST", "/v1/interactions", later)
+        texts = [t for (t,) in _rows(d.state_dir, "SELECT text FROM interactions ORDER BY id")]
+        if len(texts) >= 2 and "<PET>" in texts[-1]:
+            break
+        assert time.monotonic() < deadline, texts
+        time.sleep(0.5)
+    assert texts[0] == "Walked Pickles after school"  # before the edit a pet's name was not known
+    assert texts[-1] == "Fed <PET> twice"
+
+
+def test_old_interactions_expire(tmp_path):  # type: ignore[no-untyped-def]
+    from datetime import datetime, timezone
+
+    from insan_edge.config import parse_config
+    from insan_edge.duties import expire
+    from insan_edge.store import Store
+
+    store = Store(tmp_path / "db.sqlite")
+    cfg = family_config(None, tmp_path, tmp_path / "x.sock")
+    store.sync_families(dict(parse_config(yaml.safe_dump(cfg), "c.yaml").config.families))
+    rows = [{"family_id": "testfam", "member_id": "kim", "kind": "query", "ts": ts, "event_hash": ts}
+            for ts in ("2025-01-01T00:00:00Z", "2026-11-01T00:00:00Z", "2026-11-24T00:00:00Z")]  # fmt: skip
+    store.add_interactions(rows)
+    now = datetime(2026, 11, 25, tzinfo=timezone.utc)
+    assert expire(store, 30, now) == 1
+    assert expire(store, 30, now) == 0
+    assert expire(store, 7, now) == 1
+    assert [r["ts"] for r in store.db.query("SELECT ts FROM interactions")] == [
+        "2026-11-24T00:00:00Z"
+    ]
+    audit = [r for r in store.audit_rows() if r["event"] == "retention"]
+    assert len(audit) == 2 and "2025" not in json.dumps(audit)
+
+
+def test_cli_quarantine_forget_export(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    d = daemon_factory(family_config(tiny_model_path, tmp_path / "s", tmp_path / "x.sock"))
+    d.client.request("POST", "/v1/interactions", [_event(1, item="Kites"), _event(2, kind="nope")])
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "insan_edge.cli", *args, "--socket", str(d.socket)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+    out = cli("quarantine")
+    assert out.returncode == 0 and "invalid_field" in out.stdout
+    target = tmp_path / "export.json"
+    out = cli("export", "--family", "testfam", "--output", str(target))
+    assert (
+        out.returncode == 0 and json.loads(target.read_text())["interactions"][0]["item"] == "Kites"
+    )
+    out = cli("forget", "--family", "testfam")
+    assert out.returncode == 0 and "testfam/kim: 1 interactions erased" in out.stdout
+    out = cli("forget", "--family", "nobody")
+    assert out.returncode == 1 and "no family 'nobody'" in out.stderr
