@@ -89,6 +89,11 @@ def _print_status(s: dict[str, Any]) -> None:
     )
     req = s["requests"]
     print(f"requests: {req['recommendations']} recommendations, {req['cache_hits']} from cache")
+    ing = s["ingest"]
+    print(f"ingest: {ing['interactions']} interactions stored, {ing['quarantined']} quarantined "
+          f"{ing['quarantined_by_reason'] or ''}; scrubbed {ing['scrubbed_entities'] or 'nothing yet'}")  # fmt: skip
+    for f in ing["files"]:
+        print(f"  inbox {f['path']}: {f['read_bytes']} bytes read, {f['lag_bytes']} waiting")
     mem = s["memory"]
     print(
         f"memory: {mem['rss_mb']:.0f} MB used by the daemon, {mem['available_mb']} MB of {mem['total_mb']} MB free"
