@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from insan_edge.store import Store, utcnow
+from insan_edge.ingest_tables import utcnow
+from insan_edge.store import Store
 
 KEY_BYTES = 32
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from insan_edge.config import Config
 from insan_edge.events import EventRejected, InteractionEvent, parse_event
+from insan_edge.ingest_tables import IngestOffset, Quarantined
 from insan_edge.logs import kv
-from insan_edge.store import IngestOffset, Quarantined, Store
+from insan_edge.store import Store
 
 log = logging.getLogger(__name__)
 

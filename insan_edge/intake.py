@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from insan_edge.config import Config
 from insan_edge.duties import known_event_hashes
 from insan_edge.events import EventRejected, InteractionEvent, parse_event
-from insan_edge.store import Quarantined, Store
+from insan_edge.ingest_tables import Quarantined
+from insan_edge.store import Store
 
 
 class ScrubbedText(Protocol):
