@@ -414,6 +414,12 @@ def test_sigkill_at_random_moments_neither_loses_nor_duplicates(
                 os.ftruncate(files[x].fileno(), 0)
             if rng.random() < 0.2:
                 time.sleep(rng.uniform(0, 0.03))
+    except BaseException:
+        stop.set()
+        killing.join()
+        ingest.proc.kill()  # never leave the process behind when the writer side fails
+        ingest.proc.wait()
+        raise
     finally:
         stop.set()
         killing.join()
