@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from insan_edge.ingest_tables import utcnow
+from insan_edge.ingest_tables import iso_utc, utcnow
 from insan_edge.store import Store
 
 KEY_BYTES = 32
@@ -83,11 +83,7 @@ def export(store: Store, family_id: str) -> dict[str, Any]:
 
 def expire(store: Store, days: int, now: datetime | None = None) -> int:
     """Delete interactions older than ``days``; the number deleted (audited when any)."""
-    cutoff = (
-        ((now or datetime.now(timezone.utc)) - timedelta(days=days))
-        .isoformat()
-        .replace("+00:00", "Z")
-    )
+    cutoff = iso_utc((now or datetime.now(timezone.utc)) - timedelta(days=days))
     with store.transaction() as db:
         deleted = db.conn.execute("DELETE FROM interactions WHERE ts < ?", [cutoff]).rowcount
         if deleted:

@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
-import json
 import logging
 import os
 import re
@@ -47,34 +46,6 @@ _NAME = re.compile(r".+\.jsonl([.-][0-9]+)?")
 
 def _no_scrubber(family_id: str, events: list[InteractionEvent]) -> list[dict[str, Any]]:
     raise RuntimeError("no scrubber configured: inbox events cannot be stored unscrubbed")
-
-
-def redact_all(family_id: str, events: list[InteractionEvent]) -> list[dict[str, Any]]:
-    """A scrubber that keeps no free text at all: every string becomes a marker (tests, tools)."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, str):
-            return "[redacted]"
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return [
-        {
-            "family_id": e.family,
-            "member_id": e.member,
-            "kind": e.kind,
-            "item": None if e.item is None else "[redacted]",
-            "text": None if e.text is None else "[redacted]",
-            "rating": e.rating,
-            "context": json.dumps(strip(e.context)),
-            "ts": e.ts.isoformat().replace("+00:00", "Z"),
-            "source": "inbox",
-        }
-        for e in events
-    ]
 
 
 @dataclass(frozen=True)

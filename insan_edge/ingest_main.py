@@ -16,7 +16,8 @@ from types import FrameType
 from insan_edge import logs
 from insan_edge.config import load_config
 from insan_edge.errors import ConfigError
-from insan_edge.ingest import InboxTailer, redact_all
+from insan_edge.ingest import InboxTailer
+from insan_edge.intake import redact_all
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.ingest")

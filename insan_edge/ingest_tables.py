@@ -16,8 +16,13 @@ from typing import Any
 import sqlite_utils
 
 
+def iso_utc(moment: datetime, timespec: str = "auto") -> str:
+    """An aware time as stored: ISO 8601 in UTC with a 'Z'."""
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(datetime.now(timezone.utc), "milliseconds")
 
 
 INTERACTION_COLUMNS = (

@@ -11,12 +11,13 @@ import hmac
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from insan_edge.config import Config
 from insan_edge.duties import known_event_hashes
 from insan_edge.events import EventRejected, InteractionEvent, parse_event
-from insan_edge.ingest_tables import Quarantined
+from insan_edge.ingest_tables import Quarantined, iso_utc
 from insan_edge.store import Store
 
 
@@ -93,12 +94,30 @@ def scrub_events(
             "item": part[1].text if event.item is not None else None,
             "rating": event.rating,
             "context": json.dumps(context),
-            "ts": event.ts.isoformat().replace("+00:00", "Z"),
+            "ts": iso_utc(event.ts),
             "source": source,
             "event_hash": event_hash(event, key),
             "entities": json.dumps(dict(found)),
         })  # fmt: skip
     return rows
+
+
+@dataclass(frozen=True)
+class _Redacted:
+    text: str = "[redacted]"
+    entities: dict[str, int] = field(default_factory=dict)
+
+
+class Redactor:
+    """A scrubber that keeps no free text at all: every string becomes a marker (tests, tools)."""
+
+    def scrub(self, family_id: str, texts: list[str]) -> list[_Redacted]:
+        return [_Redacted() for _ in texts]
+
+
+def redact_all(family_id: str, events: list[InteractionEvent]) -> list[dict[str, Any]]:
+    """Inbox rows with every string redacted (the ``--redact-text`` tool and tests)."""
+    return scrub_events(Redactor(), family_id, events, "inbox", b"insan-edge redact-all")
 
 
 class Intake:

@@ -23,7 +23,8 @@ from daemon_harness import family_config
 
 from insan_edge.config import Config, parse_config
 from insan_edge.events import InteractionEvent
-from insan_edge.ingest import InboxTailer, redact_all
+from insan_edge.ingest import InboxTailer
+from insan_edge.intake import redact_all
 from insan_edge.store import Store
 
 MAX = 16384
