@@ -30,8 +30,6 @@ from insan_edge.errors import (
     ConfigError,
     InsanEdgeError,
     ModelError,
-    UnknownFamilyError,
-    UnknownMemberError,
 )
 from insan_edge.ingest import InboxTailer
 from insan_edge.intake import Intake
@@ -216,16 +214,9 @@ class Daemon:
         assert self.intake is not None
         return await asyncio.to_thread(self.intake.submit, events)
 
-    def _known(self, family_id: str, member_id: str | None) -> None:
-        family = self.loaded.config.families.get(family_id)
-        if family is None:
-            raise UnknownFamilyError(f"there is no family '{family_id}' on this box")
-        if member_id is not None and member_id not in family.members:
-            raise UnknownMemberError(f"'{member_id}' is not a member of the family '{family_id}'")
-
     async def _forget(self, family_id: str, member_id: str | None) -> dict[str, Any]:
         assert self.store is not None
-        self._known(family_id, member_id)
+        self.loaded.config.family(family_id, [member_id] if member_id else [])
         result = await asyncio.to_thread(forget, self.store, family_id, member_id)
         log.info(kv("privacy.erased", family=family_id, member=member_id or "*",
                     interactions=result["interactions_deleted"]))  # fmt: skip
@@ -233,7 +224,7 @@ class Daemon:
 
     async def _export(self, family_id: str) -> dict[str, Any]:
         assert self.store is not None
-        self._known(family_id, None)
+        self.loaded.config.family(family_id)
         return await asyncio.to_thread(export, self.store, family_id)
 
     async def _keepalive(self) -> None:

@@ -28,8 +28,6 @@ from insan_edge.errors import (
     BadRequestError,
     BusyError,
     ModelError,
-    UnknownFamilyError,
-    UnknownMemberError,
 )
 from insan_edge.logs import kv
 from insan_edge.prompts import build_prompt, output_schema, token_budget
@@ -116,14 +114,8 @@ class Recommender:
         self._forced = self.engine.grammar(text)
 
     def _targets(self, family_id: str, request: RecommendationRequest) -> tuple[Family, list[str]]:
-        config = self.get_config().config
-        family = config.families.get(family_id)
-        if family is None:
-            raise UnknownFamilyError(f"there is no family '{family_id}' on this box")
         wanted = ([request.member] if request.member else []) + list(request.context.present)
-        for member in wanted:
-            if member not in family.members:
-                raise UnknownMemberError(f"'{member}' is not a member of the family '{family_id}'")
+        family = self.get_config().config.family(family_id, wanted)
         targets = list(dict.fromkeys(wanted)) or list(family.members)
         return family, targets
 
