@@ -1,12 +1,20 @@
-"""The recommendation prompt and output schema (shared by serving and, later, training)."""
+"""The recommendation prompt and output schema, shared by serving and training.
+
+Training teaches the model to continue ``plan_prompt(...).prompt`` with ``ANSWER_PREFIX`` and
+the accepted title; evaluation and ranking score titles the same way (``title_target``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from insan_edge.config.family import RATINGS, Family
+from insan_edge.config.system import SafetySettings
 from insan_edge.contracts import RequestContext
+from insan_edge.safety import allowed_categories, member_rating_limit, ratings_within
 
 REASON_MAX_CHARS = 100
 # Any character of a text field after the first. It also keeps out every control token
@@ -63,6 +71,40 @@ def build_prompt(
     lines.append("")
     lines.append("Ideas as JSON:")
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """The prompt for one situation and the limits it was written under."""
+
+    prompt: str
+    limits: dict[str, str]
+    categories: list[str]
+    ratings: list[str]
+
+
+def plan_prompt(
+    family: Family,
+    members: Sequence[str],
+    context: RequestContext,
+    safety: SafetySettings,
+    recent: Sequence[str],
+    at: datetime,
+) -> PromptPlan:
+    """The serving prompt for ``members`` at ``at``; training builds its examples with this too."""
+    limits = {m: member_rating_limit(family.members[m], family, safety) for m in members}
+    categories = allowed_categories(family, members, at)
+    prompt = build_prompt(family, members, context, limits, recent, categories)
+    return PromptPlan(prompt, limits, categories, ratings_within(limits.values()))
+
+
+# How an answer starts, as the output grammar allows it (one space after ':' and ',').
+ANSWER_PREFIX = '{"items": [{"title": "'
+
+
+def title_target(title: str) -> str:
+    """The continuation after ``ANSWER_PREFIX`` that names ``title`` (what training learns)."""
+    return title.replace("\\", " ").replace('"', "'") + '"'
 
 
 def _text(shortest: int, longest: int) -> dict[str, Any]:

@@ -30,8 +30,8 @@ from insan_edge.errors import (
     ModelError,
 )
 from insan_edge.logs import kv
-from insan_edge.prompts import build_prompt, output_schema, token_budget
-from insan_edge.safety import allowed_categories, check_item, member_rating_limit, ratings_within
+from insan_edge.prompts import output_schema, plan_prompt, token_budget
+from insan_edge.safety import allowed_categories, check_item
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
@@ -240,21 +240,19 @@ class Recommender:
         system = loaded.config.system
         rec = system.recommendations
         request_id = uuid.uuid4().hex[:16]
-        limits = {m: member_rating_limit(family.members[m], family, system.safety) for m in targets}
-        categories = allowed_categories(family, targets, at)
+        recent = self.store.recent_accepted(family_id, targets, rec.recent_examples)
+        plan = plan_prompt(family, targets, request.context, system.safety, recent, at)
+        categories, ratings, prompt = plan.categories, plan.ratings, plan.prompt
         if not categories:
             raise BadRequestError(
                 "nothing may be suggested to these members right now (every category is restricted at this time)"
             )
-        ratings = ratings_within(limits.values())
-        recent = self.store.recent_accepted(family_id, targets, rec.recent_examples)
         per_item = token_budget(1, rec.title_max_chars, rec.description_max_chars)
         items: list[Item] = []
         decisions: list[dict[str, Any]] = []
         seen: set[str] = set()
         generated = dropped = 0
         usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
-        prompt = build_prompt(family, targets, request.context, limits, recent, categories)
         room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
         for round_no in range(rec.generation_rounds):
             need = request.count - len(items)

@@ -289,18 +289,27 @@ class Store(IngestTables):
                 )
             ]
 
-    def recent_accepted(self, family_id: str, members: Sequence[str], limit: int) -> list[str]:
-        """Most recently accepted or well-rated items of these members, newest first, distinct."""
+    def recent_accepted(
+        self, family_id: str, members: Sequence[str], limit: int, before: str | None = None
+    ) -> list[str]:
+        """Most recently accepted or well-rated items of these members, newest first, distinct.
+
+        ``before`` (an ISO UTC timestamp) looks back from then: what the prompt held at that time.
+        """
         if limit <= 0:
             return []
         marks = ",".join("?" for _ in members)
         sql = (
             "SELECT item, MAX(ts) AS last FROM interactions WHERE family_id = ? AND item IS NOT NULL AND item != '' "
             f"AND member_id IN ({marks}) AND (kind = 'suggestion_accepted' OR (kind = 'rating' AND rating >= 4)) "
-            "GROUP BY item ORDER BY last DESC LIMIT ?"
+            + ("AND ts < ? " if before is not None else "")
+            + "GROUP BY item ORDER BY last DESC LIMIT ?"
         )
+        args: list[Any] = [family_id, *members]
+        if before is not None:
+            args.append(before)
         with self._lock:
-            return [r["item"] for r in self.db.query(sql, [family_id, *members, limit])]
+            return [r["item"] for r in self.db.query(sql, [*args, limit])]
 
     def safety_counts(self) -> dict[str, Any]:
         with self._lock:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ in the repo root (if missing) and install insan-edge into it.
-# Usage: scripts/setup-venv.sh [extras]   e.g. scripts/setup-venv.sh dev
+# Usage: scripts/setup-venv.sh [extras]   e.g. scripts/setup-venv.sh dev,train
+# With the 'train' extra, torch is installed pinned (INSAN_TORCH_SPEC, default torch==2.13.0).
 # The pip cache is kept on purpose: llama-cpp-python compiles for ~10 minutes the first time
 # and pip reuses the built wheel afterwards.
 set -euo pipefail
@@ -17,6 +18,16 @@ if [ ! -x "$root/.venv/bin/python" ]; then
     "$python" -m venv "$root/.venv"
     "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
 fi
+case ",$extras," in
+    *,train,*)
+        # torch is pinned on purpose: a bare `torch` pulls gigabytes of CUDA wheels. Here pip takes
+        # the CPU build from a local file; on a Jetson, install JetPack's wheel first (jetson/).
+        if ! "$root/.venv/bin/python" -c 'import torch' 2>/dev/null; then
+            echo "==> installing torch ${INSAN_TORCH_SPEC:-torch==2.13.0} for training"
+            "$root/.venv/bin/python" -m pip install --quiet "${INSAN_TORCH_SPEC:-torch==2.13.0}"
+        fi
+        ;;
+esac
 spec="$root"
 [ -n "$extras" ] && spec="$root[$extras]"
 echo "==> installing insan-edge${extras:+ with [$extras]} (first time: llama-cpp-python compiles, ~10 min)"

@@ -2,7 +2,7 @@
 # Set up .venv/ with the development tools and run every check: ruff, mypy, pytest.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-"$root/scripts/setup-venv.sh" dev
+"$root/scripts/setup-venv.sh" dev,train
 cd "$root"
 echo "==> ruff"
 .venv/bin/ruff check insan_edge tests bench

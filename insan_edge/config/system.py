@@ -1,4 +1,4 @@
-"""System settings: paths, model, recommendations, training and API limits."""
+"""System settings: paths, model, recommendations, privacy, safety and API limits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import Field
 
 from insan_edge.config.base import ConfigModel
 from insan_edge.config.family import Rating
+from insan_edge.config.training import GovernorSettings, TrainingSettings
 
 PRESETS: tuple[str, ...] = ("jetson", "development", "child-safe", "production")
 
@@ -165,55 +166,6 @@ class RecommendationSettings(ConfigModel):
     )
 
 
-class TrainingSettings(ConfigModel):
-    enabled: bool = Field(
-        default=True, title="Enabled", description="Fine-tune a per-family adapter in idle windows."
-    )
-    min_interactions_for_training: int = Field(
-        default=50,
-        ge=1,
-        title="Interactions for a first model",
-        description="Scrubbed interactions a family needs before its first adapter.",
-    )
-    retraining_threshold: int = Field(
-        default=20,
-        ge=1,
-        title="Retraining threshold",
-        description="New interactions that make a family due for an update.",
-    )
-    max_training_memory_mb: int = Field(
-        default=1536,
-        ge=256,
-        title="Training memory cap (MB)",
-        description="Hard memory limit of the trainer process.",
-    )
-    safety_threshold: float = Field(
-        default=0.95,
-        ge=0.0,
-        le=1.0,
-        title="Safety threshold",
-        description="Share of the safety suite a new adapter must pass to be promoted.",
-    )
-    fallback_to_general_model: bool = Field(
-        default=True,
-        title="Fall back to general model",
-        description="Serve the base model while a family has no adapter.",
-    )
-    batch_size: int = Field(
-        default=4,
-        ge=1,
-        le=256,
-        title="Batch size",
-        description="Examples per optimiser step (micro-batches are accumulated).",
-    )
-    epochs: int = Field(
-        default=2, ge=1, le=50, title="Epochs", description="Passes over the family's data per run."
-    )
-    learning_rate: float = Field(
-        default=2e-4, gt=0, le=1.0, title="Learning rate", description="Adapter learning rate."
-    )
-
-
 class SafetySettings(ConfigModel):
     rating_cap: Rating = Field(
         default="R",
@@ -276,6 +228,11 @@ class SystemSettings(ConfigModel):
         default_factory=TrainingSettings,
         title="Training",
         description="When and how per-family adapters are trained.",
+    )
+    governor: GovernorSettings = Field(
+        default_factory=GovernorSettings,
+        title="Governor",
+        description="When the box is too busy, hot or short of memory to train.",
     )
     safety: SafetySettings = Field(
         default_factory=SafetySettings, title="Safety", description="Box-wide safety limits."
