@@ -45,6 +45,9 @@ class TinyConfig:
     n_ctx_train: int = 1024
     rms_eps: float = 1e-5
     weight_std: float = 0.02
+    # The output layer's spread. At weight_std the final RMSNorm caps every logit near 1, so no
+    # adapter can make a token confident; training tests use a wider output layer.
+    output_std: float | None = None
 
     @property
     def head_dim(self) -> int:
@@ -52,6 +55,7 @@ class TinyConfig:
 
 
 TINY_CONFIG = TinyConfig()
+TRAINABLE_CONFIG = TinyConfig(output_std=0.5)
 
 
 def _with_prefixes(piece: str) -> list[str]:
@@ -106,12 +110,15 @@ def _tensors(config: TinyConfig, n_vocab: int, seed: int) -> dict[str, np.ndarra
         }
     out["output_norm.weight"] = ones(d)
     out["output.weight"] = rand(n_vocab, d)
+    if config.output_std is not None:
+        out["output.weight"] *= np.float32(config.output_std / config.weight_std)
     return out
 
 
-def build_tiny_gguf(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
+def build_tiny_gguf(
+    path: pathlib.Path, seed: int = 0, config: TinyConfig = TINY_CONFIG
+) -> pathlib.Path:
     """Write a tiny random llama GGUF model to ``path``; the same seed gives the same bytes."""
-    config = TINY_CONFIG
     pieces, scores, types = tiny_vocab()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,98 @@
+"""Held-out evaluation: does an adapter prefer what the family chose over what it passed on?
+
+For each held-out line the target and every negative are scored as continuations of the same
+prompt, by summed log-likelihood (the measure serving ranks candidates by).
+``preference_accuracy`` is the share of (target, negative) pairs where the target scores
+strictly higher (null without negatives); ``heldout_loss`` is the mean negative log-likelihood
+per target token, over all held-out target tokens (null without held-out lines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from insan_edge.training.data import Sequence, TokenizerLike, build_sequence, collate
+from insan_edge.training.job import Example
+from insan_edge.training.model import sequence_nll
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    target: Sequence
+    negatives: tuple[Sequence, ...]
+
+
+def eval_items(
+    tokenizer: TokenizerLike, prompt_ids: Callable[[str], list[int]], heldout: list[Example],
+    max_tokens: int,
+) -> list[EvalItem]:  # fmt: skip
+    items = []
+    for e in heldout:
+        ids = prompt_ids(e.prompt)
+        items.append(
+            EvalItem(
+                target=build_sequence(tokenizer, ids, e.target, max_tokens),
+                negatives=tuple(build_sequence(tokenizer, ids, n, max_tokens) for n in e.negatives),
+            )
+        )
+    return items
+
+
+def score(
+    model: Any, items: list[EvalItem], pad_id: int, device: Any, group: int,
+    check: Callable[[], None],
+) -> dict[str, Any]:  # fmt: skip
+    """Metrics of the model as it is now (whichever adapter is active); ``check`` may raise."""
+    import torch
+
+    loss, tokens, pairs, wins = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for item in items:
+            seqs = [item.target, *item.negatives]
+            nll: list[float] = []
+            for g in range(0, len(seqs), group):
+                check()
+                total, _ = sequence_nll(model, collate(seqs[g : g + group], pad_id, device))
+                nll.extend(float(x) for x in total.tolist())
+            loss += nll[0]
+            tokens += item.target.n_target
+            pairs += len(nll) - 1
+            wins += sum(1 for other in nll[1:] if nll[0] < other)
+    return {
+        "preference_accuracy": wins / pairs if pairs else None,
+        "heldout_loss": loss / tokens if tokens else None,
+        "pairs": pairs,
+        "examples": len(items),
+    }
+
+
+def evaluate_all(
+    model: Any, items: list[EvalItem], current_adapter: Path | None, pad_id: int, device: Any,
+    group: int, check: Callable[[], None], announce: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """candidate (the trained "default" adapter), current (loaded beside it) and base."""
+    model.eval()
+    result: dict[str, Any] = {}
+    announce("candidate")
+    model.set_adapter("default")
+    result["candidate"] = score(model, items, pad_id, device, group, check)
+    result["current"] = None
+    if current_adapter is not None:
+        announce("current")
+        try:
+            model.load_adapter(str(current_adapter), adapter_name="current")
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            # An adapter this base cannot take is no competitor; say why instead of failing.
+            result["current_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        else:
+            model.set_adapter("current")
+            result["current"] = score(model, items, pad_id, device, group, check)
+            model.set_adapter("default")
+            model.delete_adapter("current")
+    announce("base")
+    with model.disable_adapter():
+        result["base"] = score(model, items, pad_id, device, group, check)
+    return result

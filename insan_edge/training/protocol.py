@@ -1,0 +1,44 @@
+"""What the trainer worker and its caller agree on: exit codes, file names, progress lines.
+
+Stdlib only, so the daemon can import it without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+EXIT_DONE = 0
+EXIT_ERROR = 1
+EXIT_BAD_JOB = 65  # sysexits' EX_DATAERR
+EXIT_STOPPED = 75  # EX_TEMPFAIL: a checkpoint was written, run again to resume
+EXIT_OUT_OF_MEMORY = 76
+
+JOB_FILE = "job.json"
+CHECKPOINT_DIR = "checkpoint"
+OUT_DIR = "out"
+PEFT_DIR = "peft"
+ADAPTER_GGUF = "adapter.gguf"
+EVAL_FILE = "eval.json"
+RESULT_FILE = "result.json"
+
+
+def emit(event: str, /, **fields: Any) -> None:
+    """Write one progress event as a JSON line to stdout and flush it."""
+    emit_to(sys.stdout, event, **fields)
+
+
+def emit_to(out: TextIO, event: str, /, **fields: Any) -> None:
+    """Write one progress event as a JSON line to ``out`` and flush it."""
+    out.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """One progress line as a dict, or None for a line that is not an event."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("event"), str) else None
