@@ -19,6 +19,7 @@ from insan_edge import __version__
 from insan_edge.contracts import RecommendationRequest
 from insan_edge.errors import BadRequestError, BusyError, InsanEdgeError
 from insan_edge.logs import kv
+from insan_edge.personalization import Personalization
 from insan_edge.recommender import Recommender
 
 log = logging.getLogger("insan_edge.api")
@@ -38,6 +39,11 @@ class ApiBackend:
     forget: Callable[[str, str | None], Awaitable[dict[str, Any]]]
     export: Callable[[str], Awaitable[dict[str, Any]]]
     quarantine: Callable[[int], list[dict[str, Any]]]
+    models: Personalization
+
+
+# App traffic that means the family is using the box: training pauses for it.
+_ACTIVITY = {"recommendations", "interactions"}
 
 
 def _error(
@@ -128,7 +134,20 @@ def prometheus(s: dict[str, Any]) -> str:
 
 
 def build_app(backend: ApiBackend) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=HARD_BODY_LIMIT)
+    @web.middleware
+    async def activity(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.name
+        if route not in _ACTIVITY:
+            return await handler(request)
+        backend.models.note_request()  # a running trainer is paused before this is answered
+        try:
+            return await handler(request)
+        finally:
+            backend.models.note_request_done()
+
+    app = web.Application(
+        middlewares=[errors_middleware, activity], client_max_size=HARD_BODY_LIMIT
+    )
     routes = web.RouteTableDef()
 
     @routes.get("/v1/health")
@@ -139,7 +158,7 @@ def build_app(backend: ApiBackend) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(backend.status())
 
-    @routes.post("/v1/families/{family}/recommendations")
+    @routes.post("/v1/families/{family}/recommendations", name="recommendations")
     async def recommendations(request: web.Request) -> web.Response:
         body = await read_json(request, backend.max_body_bytes())
         if not isinstance(body, dict):
@@ -148,7 +167,7 @@ def build_app(backend: ApiBackend) -> web.Application:
         answer = await backend.recommender.recommend(request.match_info["family"], req)
         return web.json_response(answer.model_dump(mode="json"))
 
-    @routes.post("/v1/interactions")
+    @routes.post("/v1/interactions", name="interactions")
     async def interactions(request: web.Request) -> web.Response:
         body = await read_json(request, backend.max_body_bytes())
         events = body.get("events") if isinstance(body, dict) and "events" in body else body
@@ -173,6 +192,35 @@ def build_app(backend: ApiBackend) -> web.Application:
         except ValueError:
             raise BadRequestError("limit must be a whole number") from None
         return web.json_response({"quarantine": backend.quarantine(limit)})
+
+    @routes.post("/v1/families/{family}/train")
+    async def train(request: web.Request) -> web.Response:
+        body = await read_json(request, backend.max_body_bytes())
+        now = body.get("now", False) if isinstance(body, dict) else None
+        if not isinstance(now, bool):
+            raise BadRequestError('the body may only be {"now": true|false}')
+        result = await backend.models.train(request.match_info["family"], now)
+        return web.json_response(result, status=202)
+
+    @routes.get("/v1/families/{family}/model")
+    async def family_model(request: web.Request) -> web.Response:
+        return web.json_response(await backend.models.model(request.match_info["family"]))
+
+    @routes.delete("/v1/families/{family}/model")
+    async def delete_model(request: web.Request) -> web.Response:
+        return web.json_response(await backend.models.delete_model(request.match_info["family"]))
+
+    @routes.post("/v1/families/{family}/model/rollback")
+    async def rollback(request: web.Request) -> web.Response:
+        return web.json_response(await backend.models.rollback(request.match_info["family"]))
+
+    @routes.get("/v1/models")
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response(await backend.models.models())
+
+    @routes.post("/v1/models/validate")
+    async def validate(request: web.Request) -> web.Response:
+        return web.json_response(await backend.models.validate())
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__
+from insan_edge import __version__, cli_models
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--family", required=True)
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
 
+    cli_models.add_parsers(sub, _socket_arg)
+
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     check = config_sub.add_parser("check", help="validate a config file and report every problem")
@@ -94,6 +96,20 @@ def _print_status(s: dict[str, Any]) -> None:
           f"{ing['quarantined_by_reason'] or ''}; scrubbed {ing['scrubbed_entities'] or 'nothing yet'}")  # fmt: skip
     for f in ing["files"]:
         print(f"  inbox {f['path']}: {f['read_bytes']} bytes read, {f['lag_bytes']} waiting")
+    t = s.get("training")
+    if t:
+        window = t["idle_window"]
+        print(f"training: {t['state']}; idle window {window['start']}-{window['end']} "
+              f"({'open' if window['open'] else 'closed'})")  # fmt: skip
+        if t["governor"] and t["governor"]["reasons"]:
+            print(f"  governor: {t['governor']['action']}: {'; '.join(t['governor']['reasons'])}")
+        run = t["run"]
+        if run:
+            print(f"  run {run['id']} ({run['family_id']}): step {run['step']}/{run['steps']}, "
+                  f"loss {run['loss']}, {run['tokens_per_s']} tokens/s, ETA {run['eta_seconds']} s")  # fmt: skip
+        for fid, why in t["due"].items():
+            if why:
+                print(f"  {fid} is due: {why}")
     mem = s["memory"]
     print(
         f"memory: {mem['rss_mb']:.0f} MB used by the daemon, {mem['available_mb']} MB of {mem['total_mb']} MB free"
@@ -175,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.family}/{member}: {result['interactions_deleted']} interactions erased"
                 )
             return 0
+        if args.command in ("train", "models"):
+            return cli_models.handle(args, client)
         if args.command == "export":
             data = client.request("GET", f"/v1/families/{args.family}/export")
             text = json.dumps(data, indent=2)

@@ -18,13 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from insan_edge import __version__, sdnotify
 from insan_edge.api import ApiBackend, build_app
 from insan_edge.config import LoadedConfig, load_config
-from insan_edge.duties import box_key, expire, export, forget, inbox_lag, scrubbed_entities
+from insan_edge.duties import box_key, expire, export, forget
 from insan_edge.engine import Engine
 from insan_edge.errors import (
     ConfigError,
@@ -35,8 +34,10 @@ from insan_edge.ingest import InboxTailer
 from insan_edge.intake import Intake
 from insan_edge.logs import kv
 from insan_edge.modelfiles import ModelFile, resolve_model
+from insan_edge.personalization import Personalization
 from insan_edge.privacy import Scrubber
 from insan_edge.recommender import Recommender
+from insan_edge.status import daemon_status
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.daemon")
@@ -63,6 +64,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.model_file: ModelFile | None = None
         self.recommender: Recommender | None = None
+        self.personal: Personalization | None = None
         self.scrubber: Scrubber | None = None
         self.intake: Intake | None = None
         self.tailer: InboxTailer | None = None
@@ -83,7 +85,7 @@ class Daemon:
             await self._start()
             if self._stop.is_set():
                 return 0
-            assert self.recommender is not None
+            assert self.recommender is not None and self.personal is not None
             backend = ApiBackend(
                 self.recommender,
                 self.status,
@@ -92,6 +94,7 @@ class Daemon:
                 self._forget,
                 self._export,
                 lambda limit: self.store.quarantine_rows(limit) if self.store else [],
+                self.personal,
             )
             runner = web.AppRunner(
                 build_app(backend),
@@ -113,6 +116,7 @@ class Daemon:
                     seconds=f"{time.monotonic() - self.started:.1f}",
                 )
             )
+            self.personal.start()
             watcher = loop.create_task(self._watch_config())
             retention = loop.create_task(self._retention())
             await self._stop.wait()
@@ -126,6 +130,8 @@ class Daemon:
             if self.engine is not None:
                 self.engine.abort()  # an in-flight generation ends now, not when it is done
             self._stop_ingest()
+            if self.personal is not None:  # the trainer saves a checkpoint and exits
+                await asyncio.to_thread(self.personal.stop, SHUTDOWN_GRACE)
             if runner is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE + 2)
@@ -148,7 +154,12 @@ class Daemon:
             resolve_model, config.system.model.path, self.state_dir / "models"
         )
         self.engine = await asyncio.to_thread(Engine, self.model_file.path, config.system.model)
-        self.recommender = Recommender(self.engine, self.store, lambda: self.loaded)
+        self.personal = Personalization(
+            self.store, self.engine, lambda: self.loaded, self.model_file.path, self.state_dir
+        )
+        self.recommender = Recommender(
+            self.engine, self.store, lambda: self.loaded, self.personal.adapters
+        )
         self.recommender.load_forced_grammar()
         self.scrubber = await asyncio.to_thread(
             Scrubber, dict(config.families), config.system.privacy.spacy_model
@@ -218,6 +229,8 @@ class Daemon:
         assert self.store is not None
         self.loaded.config.family(family_id, [member_id] if member_id else [])
         result = await asyncio.to_thread(forget, self.store, family_id, member_id)
+        if self.personal is not None and result["adapters_marked_for_retraining"]:
+            await asyncio.to_thread(self.personal.erased, family_id)
         log.info(kv("privacy.erased", family=family_id, member=member_id or "*",
                     interactions=result["interactions_deleted"]))  # fmt: skip
         return result
@@ -313,6 +326,8 @@ class Daemon:
         if self.recommender is not None:
             self.recommender.reset()
             self.recommender.load_forced_grammar()
+        if self.personal is not None:
+            self.personal.config_changed(new)
         log.info(
             kv("config.reloaded", reason=why, digest=new.digest, families=len(new.config.families))
         )
@@ -321,74 +336,7 @@ class Daemon:
     # status ---------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        assert self.store is not None and self.recommender is not None and self.engine is not None
-        config = self.loaded.config
-        proc = psutil.Process()
-        vm = psutil.virtual_memory()
-        safety = self.store.safety_counts()
-        checked = safety["items_served"] + safety["items_dropped"]
-        counters = self.recommender.counters
-        return {
-            "version": __version__,
-            "uptime_seconds": round(time.monotonic() - self.started, 1),
-            "started_at": self.started_at,
-            "config": {
-                "path": str(self.loaded.path),
-                "digest": self.loaded.digest,
-                "preset": self.loaded.preset,
-                "preset_reason": self.loaded.preset_reason,
-                "loaded_at": self.config_loaded_at,
-                "last_reload_error": self.last_reload_error,
-            },
-            "model": {
-                "name": self.engine.name,
-                "file": str(self.model_file.path if self.model_file else ""),
-                "embedded": bool(self.model_file and self.model_file.embedded),
-                "sha256": self.model_file.sha256 if self.model_file else None,
-                "architecture": self.engine.architecture,
-                "context_length": self.engine.n_ctx,
-                "device": self.engine.device,
-                "threads": self.engine.threads,
-                "load_seconds": round(self.engine.load_seconds, 2),
-            },
-            "families": [
-                {
-                    "id": fid,
-                    "display_name": fam.display_name,
-                    "members": [
-                        {"id": mid, "role": m.role.value, "age": m.age}
-                        for mid, m in fam.members.items()
-                    ],
-                    "model": {"version": "base", "adapter": None},
-                }
-                for fid, fam in config.families.items()
-            ],
-            "safety": {
-                **safety,
-                "pass_rate": round(safety["items_served"] / checked, 4) if checked else None,
-            },
-            "requests": {
-                "recommendations": counters.requests,
-                "cache_hits": counters.cache_hits,
-                "generations": counters.generations,
-                "generated_tokens": counters.generated_tokens,
-                "generation_seconds": round(counters.generation_seconds, 2),
-                "unparseable_generations": counters.unparseable,
-                "rejected_busy": counters.busy,
-            },
-            "memory": {
-                "rss_mb": round(proc.memory_info().rss / 2**20, 1),
-                "available_mb": round(vm.available / 2**20),
-                "total_mb": round(vm.total / 2**20),
-            },
-            "store": {"path": str(self.store.path), "schema_version": self.store.schema_version},
-            "ingest": {
-                **self.store.ingest_counts(),
-                "scrubbed_entities": scrubbed_entities(self.store),
-                "inbox": str(self.inbox),
-                "files": inbox_lag(self.store, self.inbox),
-            },
-        }
+        return daemon_status(self)
 
 
 def run(config_path: Path, state_dir: Path | None = None, socket_path: Path | None = None) -> int:

@@ -39,14 +39,19 @@ def box_key(state_dir: Path) -> bytes:
 def forget(store: Store, family_id: str, member_id: str | None) -> dict[str, Any]:
     """Delete a member's (or, without one, the whole family's) interactions and feedback.
 
-    The erasure itself is audited, without any of the data. Adapters trained on the data are
-    marked for retraining once training exists; today there are none, which the record says.
+    The erasure itself is audited, without any of the data. The family's adapters, which were
+    trained on that data, are marked for retraining in the same transaction.
     """
     where = "family_id = ?" + (" AND member_id = ?" if member_id else "")
     args = [family_id, member_id] if member_id else [family_id]
     with store.transaction() as db:
         deleted = db.conn.execute(f"DELETE FROM interactions WHERE {where}", args).rowcount
-        detail = {"interactions_deleted": deleted, "adapters_marked_for_retraining": 0}
+        marked = db.conn.execute(
+            "UPDATE model_versions SET needs_retraining = 1 WHERE family_id = ? "
+            "AND status IN ('candidate', 'active', 'retired', 'refused', 'rolled_back')",
+            [family_id],
+        ).rowcount
+        detail = {"interactions_deleted": deleted, "adapters_marked_for_retraining": marked}
         db.conn.execute(
             "INSERT INTO audit_log (ts, family_id, member_id, event, rule, detail) VALUES (?,?,?,?,?,?)",
             [utcnow(), family_id, member_id, "member_erased" if member_id else "family_erased", None, json.dumps(detail)],

@@ -3,6 +3,11 @@
 llama.cpp objects are not thread-safe; every call holds the engine's lock, so callers may run
 them in worker threads. Grammars are checked before use: llama-cpp-python would otherwise pass
 a grammar that fails to parse straight to the sampler.
+
+LoRA adapters (GGUF LoRA files) are loaded beside the one mmap'd base and applied per request
+through llama.cpp's per-context API, without reloading anything. llama-cpp-python reuses its
+KV cache for a prompt that starts with the previous one's tokens; that cache holds keys and
+values computed under whatever adapter was set then, so switching adapters resets it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ class Generation:
     completion_tokens: int
     seconds: float
     finish_reason: str
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter loaded into the engine under ``key``."""
+
+    key: str
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class Engine:
         self.settings = settings
         self._lock = threading.Lock()
         self._abort = threading.Event()
+        self._adapters: dict[str, tuple[Adapter, Any]] = {}  # key -> (adapter, llama.cpp handle)
+        self._active: str | None = None  # key of the adapter set on the context
         threads = settings.threads or os.cpu_count() or 1
         started = time.monotonic()
         try:
@@ -129,8 +144,12 @@ class Engine:
         max_tokens: int,
         seed: int | None = None,
         cancel: threading.Event | None = None,
+        adapter: Adapter | None = None,
     ) -> Generation:
-        """Generate under ``grammar``; stops at the next token once ``cancel`` or abort is set."""
+        """Generate under ``grammar`` with ``adapter`` (or the bare base) applied.
+
+        Stops at the next token once ``cancel`` or abort is set.
+        """
         from llama_cpp import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -140,6 +159,7 @@ class Engine:
         s = self.settings
         started = time.monotonic()
         with self._lock:
+            self._use_adapter(adapter)
             prompt_tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True)
             room = self.n_ctx - len(prompt_tokens) - 1
             if room < 16:
@@ -170,10 +190,98 @@ class Engine:
             else str(choice.get("finish_reason") or "stop"),
         )
 
+    def load_adapter(self, key: str, path: Path) -> Adapter:
+        """Load the GGUF LoRA at ``path`` as ``key``; loading the same key and path again is a no-op.
+
+        Raises ModelError when the file is missing or llama.cpp refuses it (not a LoRA GGUF, or
+        made for another base), or when ``key`` is already loaded from another file.
+        """
+        import llama_cpp
+
+        path = Path(path)
+        with self._lock:
+            known = self._adapters.get(key)
+            if known is not None:
+                if known[0].path == path:
+                    return known[0]
+                raise ModelError(f"adapter '{key}' is already loaded from {known[0].path}")
+            try:
+                with path.open("rb") as fh:
+                    magic = fh.read(4)
+            except OSError as exc:
+                raise ModelError(f"cannot read the adapter file {path}: {exc.strerror}") from exc
+            if magic != b"GGUF":
+                raise ModelError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+            started = time.monotonic()
+            handle = llama_cpp.llama_adapter_lora_init(self._llm.model, str(path).encode("utf-8"))
+            if not handle:
+                raise ModelError(
+                    f"llama.cpp refused the adapter {path}: it is not a LoRA GGUF for this model"
+                    f" ({self.architecture}, {self.name})"
+                )
+            adapter = Adapter(key, path)
+            self._adapters[key] = (adapter, handle)
+        log.info(kv("adapter.loaded", key=key, ms=f"{1000 * (time.monotonic() - started):.1f}"))
+        return adapter
+
+    def unload_adapter(self, key: str) -> None:
+        """Free the adapter ``key`` (no generation can be using it: they hold the lock)."""
+        import llama_cpp
+
+        with self._lock:
+            known = self._adapters.get(key)
+            if known is None:
+                raise ModelError(f"adapter '{key}' is not loaded")
+            if self._active == key:
+                self._use_adapter(None)
+            del self._adapters[key]
+            llama_cpp.llama_adapter_lora_free(known[1])
+        log.info(kv("adapter.unloaded", key=key))
+
+    def adapter_keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._adapters)
+
+    def _use_adapter(self, adapter: Adapter | None) -> None:
+        """Set ``adapter`` (or none) on the context; the caller holds the lock.
+
+        Every path that evaluates tokens must call this first. A change of adapter resets the
+        context's KV cache, which was computed under the previous one.
+        """
+        import llama_cpp
+
+        key = adapter.key if adapter is not None else None
+        if adapter is not None:
+            known = self._adapters.get(adapter.key)
+            if known is None or known[0] != adapter:
+                raise ModelError(f"adapter '{adapter.key}' is not loaded (or was replaced)")
+        if key == self._active:
+            return
+        if adapter is None:
+            rc = llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+        else:
+            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapters[adapter.key][1])
+            scales = (ctypes.c_float * 1)(1.0)
+            rc = llama_cpp.llama_set_adapters_lora(self._llm.ctx, handles, 1, scales)
+        self._llm.reset()  # type: ignore[no-untyped-call]  # whatever happens next, the cached tokens are stale
+        if rc != 0:
+            self._active = None
+            llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+            raise ModelError(f"llama.cpp could not apply adapter '{key}' (error {rc})")
+        self._active = key
+
     def abort(self) -> None:
         """Make the running generation (and any later one) stop at its next token."""
         self._abort.set()
 
     def close(self) -> None:
+        import llama_cpp
+
         with self._lock:
+            if self._active is not None:
+                llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)
+                self._active = None
+            for _adapter, handle in self._adapters.values():
+                llama_cpp.llama_adapter_lora_free(handle)
+            self._adapters.clear()
             self._llm.close()

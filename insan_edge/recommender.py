@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from insan_edge.adapters import AdapterBook, Serving
 from insan_edge.config import LoadedConfig
 from insan_edge.config.family import Family
 from insan_edge.contracts import (
@@ -84,9 +85,14 @@ class Recommender:
     """Owns the answer cache and the queue in front of the single model."""
 
     def __init__(
-        self, engine: Engine, store: Store, get_config: Callable[[], LoadedConfig]
+        self,
+        engine: Engine,
+        store: Store,
+        get_config: Callable[[], LoadedConfig],
+        adapters: AdapterBook | None = None,
     ) -> None:
         self.engine = engine
+        self.adapters = adapters
         self.store = store
         self.get_config = get_config
         self.counters = Counters()
@@ -133,9 +139,11 @@ class Recommender:
             else (request.context.at or datetime.now())
         )
         self.counters.requests += 1
+        serving = self.adapters.for_family(family_id) if self.adapters else Serving(None, None)
         key = json.dumps(
             [
                 loaded.digest,
+                serving.adapter.key if serving.adapter else None,
                 family_id,
                 targets,
                 request.count,
@@ -158,7 +166,7 @@ class Recommender:
         try:
             response = await asyncio.wait_for(
                 asyncio.to_thread(
-                    self._answer, loaded, family_id, family, targets, request, at, cancel
+                    self._answer, loaded, family_id, family, targets, request, at, cancel, serving
                 ),
                 timeout=settings.api.request_timeout_seconds,
             )
@@ -235,6 +243,7 @@ class Recommender:
         request: RecommendationRequest,
         at: datetime,
         cancel: threading.Event,
+        serving: Serving,
     ) -> RecommendationResponse:
         started = time.monotonic()
         system = loaded.config.system
@@ -269,6 +278,7 @@ class Recommender:
                 token_budget(batch, rec.title_max_chars, rec.description_max_chars),
                 seed=seed,
                 cancel=cancel,
+                adapter=serving.adapter,
             )
             usage.rounds += 1
             usage.prompt_tokens = out.prompt_tokens
@@ -321,7 +331,11 @@ class Recommender:
                         }
                     )
         latency = (time.monotonic() - started) * 1000
-        model = ModelRef(name=self.engine.name, version="base", adapter=None)
+        model = ModelRef(
+            name=self.engine.name,
+            version=serving.label,
+            adapter=serving.adapter.key if serving.adapter else None,
+        )
         self.store.record_answer(
             request_id=request_id,
             family_id=family_id,

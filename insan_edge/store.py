@@ -127,8 +127,66 @@ def _v2(db: sqlite_utils.Database) -> None:
     interactions.create_index(["event_hash"], unique=True)
 
 
+def _v3(db: sqlite_utils.Database) -> None:
+    # One row per training run of a family: queued -> running <-> paused -> stopped (resumable)
+    # -> evaluating -> promoted | refused | failed. Progress columns are the trainer's last report.
+    db.table("training_runs").create(
+        {
+            "id": int,
+            "family_id": str,
+            "status": str,
+            "reason": str,
+            "requested_by": str,
+            "now": int,
+            "created_at": str,
+            "started_at": str,
+            "finished_at": str,
+            "updated_at": str,
+            "job_dir": str,
+            "attempts": int,
+            "micro_batch_size": int,
+            "step": int,
+            "steps": int,
+            "loss": float,
+            "tokens_per_s": float,
+            "eta_seconds": float,
+            "since_id": int,
+            "upto_id": int,
+            "examples": int,
+            "version": int,
+        },
+        pk="id",
+        not_null={"family_id", "status", "created_at"},
+    )
+    db.table("training_runs").create_index(["family_id", "status"])
+    # Adapter versions per family (files under adapters/<family>/v<N>); at most one is active.
+    db.table("model_versions").create(
+        {
+            "family_id": str,
+            "version": int,
+            "status": str,
+            "created_at": str,
+            "promoted_at": str,
+            "run_id": int,
+            "path": str,
+            "sha256": str,
+            "base_model": str,
+            "upto_id": int,
+            "examples": int,
+            "preference_accuracy": float,
+            "heldout_loss": float,
+            "safety_score": float,
+            "scores": str,
+            "reason": str,
+            "needs_retraining": int,
+        },
+        pk=("family_id", "version"),
+        not_null={"status", "created_at"},
+    )
+
+
 # Each entry moves the schema one version forward; never edit a released one, append.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 class Store(IngestTables):

@@ -25,6 +25,8 @@ def family_config(
         "context_length": 1024,
     }
     model_settings.update(system.pop("model", {}))
+    # Training stays off unless a test turns it on: a trainer must not start behind its back.
+    system.setdefault("training", {"enabled": False})
     return {
         "system": {
             "preset": "development",
