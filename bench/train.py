@@ -10,7 +10,7 @@ example family (``plan_prompt`` + ``ANSWER_PREFIX``) continued by ``title_target
 same examples, in the same order, for both rows. Rows:
 
 - ``trainer``: ``python -m insan_edge.training.worker JOB_DIR`` started as the daemon starts it
-  (``trainer_command``, ``preexec_fn=apply_memory_cap(memory_mb)``), one epoch over exactly
+  (``trainer_command``, ``preexec_fn=trainer_preexec(memory_mb)``), one epoch over exactly
   steps x batch_size training rows, so it makes ``--steps`` optimizer steps.
 - ``plain loop``: ``bench/train_baseline.py`` in its own process, with no cap: transformers +
   bitsandbytes nf4 + peft, ``prepare_model_for_kbit_training``, full-logits loss with the prompt
@@ -295,7 +295,7 @@ def run_trainer(
     seed: int,
     timeout: float,
 ) -> tuple[Run, dict[str, Any]]:
-    from insan_edge.training.limits import apply_memory_cap, trainer_command
+    from insan_edge.training.limits import trainer_command, trainer_env, trainer_preexec
 
     if job_dir.exists():
         shutil.rmtree(job_dir)
@@ -329,7 +329,7 @@ def run_trainer(
     print(f"trainer: {' '.join(map(str, argv))} (cap {MEMORY_MB} MB)", flush=True)
     supervise(
         run, [str(a) for a in argv], job_dir / "stderr.log", on_event, timeout,
-        preexec=lambda: apply_memory_cap(MEMORY_MB), env=quiet_env(),
+        preexec=lambda: trainer_preexec(MEMORY_MB), env=trainer_env(quiet_env()),
     )  # fmt: skip
     progress = [(t, e) for t, e in events if e["event"] == "progress"]
     began = next(((t, e) for t, e in events if e["event"] == "start"), None)

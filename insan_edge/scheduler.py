@@ -36,7 +36,7 @@ from insan_edge.promotion import judge
 from insan_edge.registry import ModelVersion, Registry
 from insan_edge.runs import Runs
 from insan_edge.store import Store
-from insan_edge.training.limits import apply_memory_cap, trainer_command
+from insan_edge.training.limits import trainer_command, trainer_env, trainer_preexec
 
 log = logging.getLogger("insan_edge.scheduler")
 
@@ -278,8 +278,8 @@ class Scheduler:
             stderr=log_file,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: pause and stop reach all of it
-            preexec_fn=lambda: apply_memory_cap(cap),
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            preexec_fn=lambda: trainer_preexec(cap),
+            env=trainer_env(),
         )
         log_file.close()
         live = Live(run["id"], run["family_id"], bool(run["now"]), job_dir, proc, time.monotonic())
@@ -348,7 +348,9 @@ class Scheduler:
         log.info(kv("trainer.exited", run=live.run_id, code=code))
         if code == 0:
             self._judge(loaded, run, live.job_dir)
-        elif code == EXIT_STOPPED:
+        elif code == EXIT_STOPPED or (live.stopping is not None and code < 0):
+            # Checkpointed, or killed while being stopped (a daemon shutdown that could not
+            # wait): either way it resumes from its last checkpoint, if it has one.
             self.runs.update(
                 live.run_id, status="stopped", reason=live.stopping or "time budget spent"
             )

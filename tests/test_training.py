@@ -295,17 +295,36 @@ def test_the_memory_cap_ends_the_worker_with_out_of_memory(
 def test_memory_cap_is_applied_in_the_child_only() -> None:
     import resource
 
-    from insan_edge.training.limits import apply_memory_cap
+    from insan_edge.training.limits import OOM_SCORE_ADJ, apply_memory_cap
 
     before = resource.getrlimit(resource.RLIMIT_DATA)
     probe = subprocess.run(
-        ["python3", "-c", "import resource; print(resource.getrlimit(resource.RLIMIT_DATA)[0])"],
+        [
+            "python3",
+            "-c",
+            "import resource; print(resource.getrlimit(resource.RLIMIT_DATA)[0]); "
+            "print(open('/proc/self/oom_score_adj').read())",
+        ],
         preexec_fn=lambda: apply_memory_cap(512),
         capture_output=True,
         text=True,
         check=True,
     )
-    assert int(probe.stdout) == 512 * 1024 * 1024
+    limit, adj = probe.stdout.split()
+    assert int(limit) == 512 * 1024 * 1024
+    assert int(adj) == OOM_SCORE_ADJ  # the kernel kills the trainer before the daemon
     assert resource.getrlimit(resource.RLIMIT_DATA) == before
     with pytest.raises(ValueError):
         apply_memory_cap(0)
+
+
+def test_a_stop_sent_while_the_worker_starts_is_a_clean_stop(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """The daemon may stop a trainer it has just started: it must not die of the signal."""
+    job = write_job(tmp_path / "job", trained.base_f32, trained.weights)
+    proc = start_worker(job)
+    proc.send_signal(signal.SIGUSR1)  # before Python has even started, most likely
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_STOPPED, (proc.returncode, err[-2000:])
+    assert events(out)[-1] == {"event": "stopped", "reason": "signal", "step": 0}

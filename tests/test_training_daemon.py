@@ -9,6 +9,8 @@ import contextlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -221,6 +223,33 @@ def test_a_paused_run_continues_when_the_request_is_done(daemon_factory, trainab
     assert final["status"] == "promoted" and final["attempts"] == 1, final
     answer = d.client.recommend(FAMILY, {**ASK, "context": {"time_of_day": "evening"}})
     assert answer["model"]["version"] == "v1" and answer["model"]["adapter"]
+
+    # What a parent sees and does from the command line.
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "insan_edge.cli", *args, "--socket", str(d.socket)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    listed = cli("models")
+    assert listed.returncode == 0 and "family testfam: serving v1" in listed.stdout, listed
+    assert "* v1" in listed.stdout and "promoted" in listed.stdout
+    every = d.client.request("GET", "/v1/models")
+    [fam] = every["families"]
+    active = fam["active"]
+    assert active["version"] == 1 and active["preference_accuracy"] is not None
+    assert active["safety_score"] is not None and fam["last_update"]
+    valid = cli("models", "validate")
+    assert valid.returncode == 0 and "testfam v1 (promoted): ok" in valid.stdout, valid
+    status = cli("status")
+    assert status.returncode == 0 and "training: idle" in status.stdout, status
+    assert cli("models", "rollback").returncode != 0  # needs --family
+    back = cli("models", "rollback", "--family", FAMILY)
+    assert back.returncode == 0 and "now serving base" in back.stdout, back
+    assert d.client.recommend(FAMILY, {**ASK, "count": 2})["model"]["version"] == "base"
+    gone = cli("models", "delete", "--family", FAMILY)
+    assert gone.returncode == 0 and "versions removed" in gone.stdout, gone
+    assert d.client.request("GET", f"/v1/families/{FAMILY}/model")["versions"] == []
+    unknown = cli("train", "--family", "nobody")
+    assert unknown.returncode != 0 and "nobody" in unknown.stderr, unknown
 
 
 def test_a_trainer_out_of_memory_leaves_the_daemon_serving(

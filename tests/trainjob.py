@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from insan_edge.training.limits import apply_memory_cap, trainer_command
+from insan_edge.training.limits import trainer_command, trainer_env, trainer_preexec
 
 TARGET = "a great book for kids"  # what the family always accepts
 OTHER = "the music show"  # what it rejects
@@ -80,7 +80,8 @@ def start_worker(job_dir: Path, memory_mb: int = 1536) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        preexec_fn=lambda: apply_memory_cap(memory_mb),
+        preexec_fn=lambda: trainer_preexec(memory_mb),
+        env=trainer_env(),
     )
 
 

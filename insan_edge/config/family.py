@@ -89,6 +89,16 @@ class Role(str, Enum):
     other = "other"
 
 
+# The placeholder prefix each role's members are scrubbed to.
+ROLE_PREFIX: dict[Role, str] = {
+    Role.parent: "PARENT",
+    Role.guardian: "PARENT",
+    Role.child: "CHILD",
+    Role.grandparent: "GRANDPARENT",
+    Role.other: "MEMBER",
+}
+
+
 class SafetyLevel(str, Enum):
     strict = "strict"
     moderate = "moderate"
@@ -326,6 +336,20 @@ class Family(ConfigModel):
         title="Safety",
         description="Limits that apply to every recommendation.",
     )
+
+    def role_tokens(self) -> dict[str, str]:
+        """member id -> its stable role token ('<CHILD_1>'), numbered per role in config order.
+
+        What the privacy scrubber writes for a member's name, and how the training set reads a
+        stored ``present`` list back.
+        """
+        seen: dict[str, int] = {}
+        out: dict[str, str] = {}
+        for member_id, member in self.members.items():
+            prefix = ROLE_PREFIX[member.role]
+            seen[prefix] = seen.get(prefix, 0) + 1
+            out[member_id] = f"<{prefix}_{seen[prefix]}>"
+        return out
 
 
 def cross_check(families: dict[str, Family]) -> list[tuple[tuple[str | int, ...], str]]:

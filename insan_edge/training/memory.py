@@ -1,8 +1,8 @@
 """Memory: what the worker uses, its peak, and a micro-batch size that fits the cap.
 
 The micro-batch rule (when the job leaves ``micro_batch_size`` null) is measured, not guessed:
-after the model is loaded, one forward and backward pass runs on the longest training
-sequence alone, and the rise of the peak resident set (and of CUDA memory, on a GPU) over the
+after the model is loaded, a forward and backward pass runs on the longest training
+sequence alone (twice: the first faults in the file-backed weights), and the rise of the peak resident set (and of CUDA memory, on a GPU) over the
 resident set before it is that example's activation cost. Then
 
     micro = floor((0.9 * cap - resident - 3 * adapter bytes) / cost), clamped to [1, batch]
@@ -83,13 +83,18 @@ def fit_micro_batch(
     adapter_mb = sum(p.numel() * p.element_size() for p in params) / _MB
     longest = max(seqs, key=lambda s: len(s.ids))
     cuda = device.type == "cuda"
+    model.train()
+    # A first pass faults in the file-backed weights (the 262k-row embedding is read through
+    # the output layer: 335 MB for Gemma 3 270M), which is no cost of the example's.
+    total, _ = sequence_nll(model, collate([longest], pad_id, device))
+    total.sum().backward()
+    model.zero_grad(set_to_none=True)
     before = meter.rss_mb()
     if not meter.reset_peak():
         return 1, {"resident_mb": before, "example_mb": float("nan")}
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         gpu_before = torch.cuda.memory_allocated(device) / _MB
-    model.train()
     total, _ = sequence_nll(model, collate([longest], pad_id, device))
     total.sum().backward()
     model.zero_grad(set_to_none=True)

@@ -43,6 +43,7 @@ from insan_edge.training.checkpoint import (
     set_rng_state,
 )
 from insan_edge.training.job import BadJob, Job, fingerprint, load_dataset, load_job
+from insan_edge.training.limits import STOP_SIGNALS, unblock_stop_signals
 from insan_edge.training.protocol import (
     ADAPTER_GGUF,
     EVAL_FILE,
@@ -70,9 +71,10 @@ class StopSignal:
         self.paused = False  # set by SIGCONT: the step in progress spanned a pause
 
     def install(self) -> None:
-        for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._stop)
         signal.signal(signal.SIGCONT, self._continued)
+        unblock_stop_signals()  # held since fork (trainer_preexec): any stop sent so far lands now
 
     def _stop(self, _sig: int, _frame: FrameType | None) -> None:
         self.requested = True
@@ -127,6 +129,9 @@ def train(job_dir: Path, stop: StopSignal) -> int:
 
     from insan_edge.training.weights import Tokenizer, prepare_weights, read_info
 
+    if stop.requested:  # asked to stop while starting: nothing to save yet
+        emit("stopped", reason="signal", step=0)
+        raise Stopped
     if read_info(job.weights_dir) is None:
         emit("prepare", stage="start", done=0, total=4)
         prepare_weights(
