@@ -179,6 +179,25 @@ def test_evaluation_scores_the_candidate_against_the_base(trained: Trained) -> N
     assert result["status"] == "done" and result["peak_rss_mb"] < 1536
 
 
+def test_the_current_adapter_scores_as_it_did_when_it_was_the_candidate(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """An update is judged against the serving adapter on the same held-out lines: loaded into
+    the trainer beside the new one, it must score exactly as it did in its own run (bitsandbytes
+    repacks 4-bit weights at their first use on the CPU; an adapter loaded after that once
+    turned every score of the base into noise)."""
+    job = write_job(tmp_path / "update", trained.base_f32, trained.weights, epochs=1,
+                    current_adapter=trained.out / "peft")  # fmt: skip
+    code, _, err = _run(job)
+    assert code == 0, err[-2000:]
+    first = json.loads((trained.out / "eval.json").read_text())
+    update = json.loads((job / "out" / "eval.json").read_text())
+    assert "current_error" not in update
+    for key in ("preference_accuracy", "heldout_loss"):
+        assert update["current"][key] == pytest.approx(first["candidate"][key], rel=1e-3)
+        assert update["base"][key] == pytest.approx(first["base"][key], rel=1e-3)
+
+
 # --- stopping and resuming -----------------------------------------------------------------
 
 

@@ -43,6 +43,7 @@ def write_job(
     checkpoint_every_steps: int = 2,
     memory_mb: int = 1536,
     rows: list[dict[str, Any]] | None = None,
+    current_adapter: Path | None = None,
 ) -> Path:
     job_dir.mkdir(parents=True, exist_ok=True)
     lines = rows if rows is not None else examples()
@@ -52,7 +53,7 @@ def write_job(
         "family": "testfam",
         "base": {"gguf": str(base_gguf), "weights_dir": str(weights_dir)},
         "dataset": "dataset.jsonl",
-        "current_adapter": None,
+        "current_adapter": str(current_adapter) if current_adapter else None,
         "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ALL_PROJECTIONS},
         "train": {
             "learning_rate": 0.01,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from insan_edge.training.data import Sequence, TokenizerLike, build_sequence, collate
@@ -70,28 +69,26 @@ def score(
 
 
 def evaluate_all(
-    model: Any, items: list[EvalItem], current_adapter: Path | None, pad_id: int, device: Any,
-    group: int, check: Callable[[], None], announce: Callable[[str], None],
+    model: Any, items: list[EvalItem], pad_id: int, device: Any, group: int,
+    check: Callable[[], None], announce: Callable[[str], None], current_error: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """candidate (the trained "default" adapter), current (loaded beside it) and base."""
+    """candidate (the trained "default" adapter), current (loaded beside it by ``load_model``,
+    if the family has one) and the base."""
+    from insan_edge.training.model import CURRENT
+
     model.eval()
     result: dict[str, Any] = {}
     announce("candidate")
     model.set_adapter("default")
     result["candidate"] = score(model, items, pad_id, device, group, check)
     result["current"] = None
-    if current_adapter is not None:
+    if current_error is not None:
+        result["current_error"] = current_error
+    if CURRENT in model.peft_config:
         announce("current")
-        try:
-            model.load_adapter(str(current_adapter), adapter_name="current")
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            # An adapter this base cannot take is no competitor; say why instead of failing.
-            result["current_error"] = f"{type(exc).__name__}: {exc}"[:500]
-        else:
-            model.set_adapter("current")
-            result["current"] = score(model, items, pad_id, device, group, check)
-            model.set_adapter("default")
-            model.delete_adapter("current")
+        model.set_adapter(CURRENT)
+        result["current"] = score(model, items, pad_id, device, group, check)
+        model.set_adapter("default")
     announce("base")
     with model.disable_adapter():
         result["base"] = score(model, items, pad_id, device, group, check)

@@ -45,10 +45,27 @@ def quiet_libraries() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
+CURRENT = "current"  # the name of the family's serving adapter beside the one being trained
+
+
 def load_model(
-    weights_dir: Path, lora: LoraSpec, device: torch.device, gradient_checkpointing: bool, seed: int
-) -> Any:
-    """The base in nf4 with a fresh LoRA adapter named "default" (seeded), ready to train."""
+    weights_dir: Path,
+    lora: LoraSpec,
+    device: torch.device,
+    gradient_checkpointing: bool,
+    seed: int,
+    current: Path | None = None,
+) -> tuple[Any, str | None]:
+    """The base in nf4 with a fresh LoRA adapter named "default" (seeded), ready to train, and
+    the family's current adapter (``current``, a PEFT directory) loaded beside it, frozen.
+
+    The current adapter must be loaded before the first forward pass: on the CPU, bitsandbytes
+    repacks each 4-bit weight in place at its first use, and PEFT loading an adapter afterwards
+    rewraps the weights in their old shape over the repacked data. Measured here on Gemma 3
+    270M: the base's held-out loss went from 5.97 to 21.7 per token once an adapter was loaded
+    after training. A current adapter that cannot be loaded is reported, not fatal: the second
+    value says why (None when it loaded or there is none).
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -85,7 +102,16 @@ def load_model(
     with warnings.catch_warnings():
         # peft asks transformers' deprecated `is_gradient_checkpointing` (FutureWarning, v6).
         warnings.simplefilter("ignore", FutureWarning)
-        return get_peft_model(base, config)
+        model = get_peft_model(base, config)
+        problem = None
+        if current is not None:
+            try:
+                model.load_adapter(str(current), adapter_name=CURRENT, is_trainable=False)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                # An adapter this base cannot take is no competitor; say why instead of failing.
+                problem = f"{type(exc).__name__}: {exc}"[:500]
+            model.set_adapter("default")
+    return model, problem
 
 
 def trainable(model: Any) -> dict[str, torch.nn.Parameter]:

@@ -177,7 +177,9 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     total_steps = t.epochs * steps_per_epoch
 
     # --- model, optimizer, checkpoint -----------------------------------------------------
-    model = load_model(job.weights_dir, job.lora, device, t.gradient_checkpointing, t.seed)
+    model, current_error = load_model(
+        job.weights_dir, job.lora, device, t.gradient_checkpointing, t.seed, job.current_adapter
+    )
     params = trainable(model)
     optimizer = torch.optim.AdamW(list(params.values()), lr=t.learning_rate, weight_decay=0.0)
     key = fingerprint(job, examples)
@@ -296,8 +298,8 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     check()
     items = eval_items(tokenizer, tokenizer.prompt_ids, heldout, t.max_seq_tokens)
     metrics = evaluate_all(
-        model, items, job.current_adapter, pad_id, device, max(micro, 1), check,
-        lambda which: emit("evaluate", model=which),
+        model, items, pad_id, device, max(micro, 1), check,
+        lambda which: emit("evaluate", model=which), current_error,
     )  # fmt: skip
     _write_json(out / EVAL_FILE, metrics)
     result = {
