@@ -238,7 +238,7 @@ def test_a_paused_run_continues_when_the_request_is_done(daemon_factory, trainab
     assert active["version"] == 1 and active["preference_accuracy"] is not None
     assert active["safety_score"] is not None and fam["last_update"]
     valid = cli("models", "validate")
-    assert valid.returncode == 0 and "testfam v1 (promoted): ok" in valid.stdout, valid
+    assert valid.returncode == 0 and "testfam v1 (active): ok" in valid.stdout, valid
     status = cli("status")
     assert status.returncode == 0 and "training: idle" in status.stdout, status
     assert cli("models", "rollback").returncode != 0  # needs --family
