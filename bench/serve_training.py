@@ -130,6 +130,9 @@ def main() -> int:
                 break
             time.sleep(0.2)
         client.request("POST", "/v1/interactions", {"events": events})
+        # One unmeasured request first, so both rounds start from the same llama.cpp KV cache
+        # (the previous round's last prompt): prefix reuse changes the sampled tokens.
+        send(client, ctxs[-1:], args.count, "warm-up", None)
         print(f"idle daemon: {len(ctxs)} requests of {args.count} items, seed {SEED}", flush=True)
         idle = send(client, ctxs, args.count, "idle", None)
         run = client.request("POST", f"/v1/families/{FAMILY}/train", {"now": True})["run"]
