@@ -81,25 +81,40 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def via_daemon(
-    config: Path, tmp: Path, ctxs: list[dict[str, Any]], count: int
-) -> tuple[list[Run], dict[str, Any]]:
-    """Client-side latency of each request over the socket, and /v1/status at the end."""
+def launch(
+    config: Path, tmp: Path, timeout: float = 120, client_timeout: float = 300
+) -> tuple[subprocess.Popen[bytes], LocalClient]:
+    """The real daemon on ``config`` (state and socket under ``tmp``, log in tmp/daemon.log),
+    once it answers /v1/health; raises ClientError if it exits or is not up in ``timeout``."""
     sock, log_path = tmp / "api.sock", tmp / "daemon.log"
     argv = [sys.executable, "-m", "insan_edge.cli", "run", "--config", str(config)]
     argv += ["--state-dir", str(tmp / "state"), "--socket", str(sock)]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    client, runs = LocalClient(sock, timeout=300), []
+    client = LocalClient(sock, timeout=client_timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise ClientError("the daemon did not start")
+        with contextlib.suppress(ClientError):
+            client.health()
+            return proc, client
+        time.sleep(0.1)
+
+
+def via_daemon(
+    config: Path, tmp: Path, ctxs: list[dict[str, Any]], count: int
+) -> tuple[list[Run], dict[str, Any]]:
+    """Client-side latency of each request over the socket, and /v1/status at the end."""
+    log_path = tmp / "daemon.log"
+    runs: list[Run] = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ClientError("the daemon did not start")
-            with contextlib.suppress(ClientError):
-                client.health()
-                break
-            time.sleep(0.1)
+        proc, client = launch(config, tmp)
+    except ClientError as exc:
+        tail = log_path.read_text("utf-8", "replace")[-4000:]
+        sys.exit(f"{exc}\n--- daemon log (tail) ---\n{tail}")
+    try:
         for ctx in ctxs:
             started = time.perf_counter()
             answer = client.recommend(FAMILY, {"member": MEMBER, "count": count, "context": ctx})

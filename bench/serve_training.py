@@ -20,7 +20,6 @@ import contextlib
 import importlib.util
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -30,11 +29,12 @@ from typing import Any
 import psutil
 import yaml
 
-from insan_edge.client import ClientError, LocalClient
+from insan_edge.client import LocalClient
 from insan_edge.config import parse_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import EXAMPLE, FAMILY, MEMBER, SEED, contexts, stop
+from serve import FAMILY, MEMBER, SEED, contexts, launch, stop
+from serve import write_config as serve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("sim", ROOT / "scripts" / "simulate_family.py")
@@ -44,12 +44,10 @@ _spec.loader.exec_module(sim)
 
 
 def write_config(state: Path) -> Path:
-    data = yaml.safe_load(EXAMPLE.read_text("utf-8"))
-    system = data["system"]
-    system["paths"] = {"state_dir": str(state / "state"), "socket": str(state / "api.sock")}
-    system["model"].update(path=None, seed=SEED)
-    system["recommendations"].update(cache_seconds=0, generation_rounds=1)
-    system["training"].update(
+    """bench/serve.py's config (embedded model, seed, no cache, one round), training on."""
+    path = serve_config(state)
+    data = yaml.safe_load(path.read_text("utf-8"))
+    data["system"]["training"].update(
         enabled=True,
         idle_window={"start": "00:00", "end": "00:00"},
         quiet_period_seconds=0,
@@ -57,7 +55,6 @@ def write_config(state: Path) -> Path:
         pause_grace_seconds=3600,  # paused, never stopped, for the whole benchmark
         epochs=50,  # longer than the benchmark
     )
-    path = state / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
     return path
 
@@ -113,22 +110,9 @@ def main() -> int:
     config = write_config(state)
     parsed = parse_config(config.read_text(), str(config)).config
     events = sim.simulate(parsed, FAMILY, days=14, seed=1, start="2026-10-01")
-    sock, log_path = state / "api.sock", state / "daemon.log"
-    argv = [sys.executable, "-m", "insan_edge.cli", "run", "--config", str(config)]
-    argv += ["--state-dir", str(state / "state"), "--socket", str(sock)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    client = LocalClient(sock, timeout=600)
+    proc, client = launch(config, state, timeout=180, client_timeout=600)
     ctxs = contexts(args.requests)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise ClientError("the daemon did not start")
-            with contextlib.suppress(ClientError):
-                client.health()
-                break
-            time.sleep(0.2)
         client.request("POST", "/v1/interactions", {"events": events})
         # One unmeasured request first, so both rounds start from the same llama.cpp KV cache
         # (the previous round's last prompt): prefix reuse changes the sampled tokens.
