@@ -238,10 +238,6 @@ class Engine:
             llama_cpp.llama_adapter_lora_free(known[1])
         log.info(kv("adapter.unloaded", key=key))
 
-    def adapter_keys(self) -> list[str]:
-        with self._lock:
-            return sorted(self._adapters)
-
     def _use_adapter(self, adapter: Adapter | None) -> None:
         """Set ``adapter`` (or none) on the context; the caller holds the lock.
 

@@ -124,9 +124,3 @@ class Personalization:
 
     def status(self) -> dict[str, Any]:
         return self.scheduler.status()
-
-    def serving_label(self, family_id: str) -> dict[str, Any]:
-        active = self.registry.active(family_id)
-        if active is None:
-            return {"version": "base", "adapter": None}
-        return {"version": f"v{active.version}", "adapter": active.key}

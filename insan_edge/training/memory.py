@@ -84,20 +84,22 @@ def fit_micro_batch(
     longest = max(seqs, key=lambda s: len(s.ids))
     cuda = device.type == "cuda"
     model.train()
+
+    def one_pass() -> None:
+        total, _ = sequence_nll(model, collate([longest], pad_id, device))
+        total.sum().backward()
+        model.zero_grad(set_to_none=True)
+
     # A first pass faults in the file-backed weights (the 262k-row embedding is read through
     # the output layer: 335 MB for Gemma 3 270M), which is no cost of the example's.
-    total, _ = sequence_nll(model, collate([longest], pad_id, device))
-    total.sum().backward()
-    model.zero_grad(set_to_none=True)
+    one_pass()
     before = meter.rss_mb()
     if not meter.reset_peak():
         return 1, {"resident_mb": before, "example_mb": float("nan")}
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         gpu_before = torch.cuda.memory_allocated(device) / _MB
-    total, _ = sequence_nll(model, collate([longest], pad_id, device))
-    total.sum().backward()
-    model.zero_grad(set_to_none=True)
+    one_pass()
     cost = meter.window_peak_mb() - before
     if cuda:
         cost += torch.cuda.max_memory_allocated(device) / _MB - gpu_before

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 EXIT_DONE = 0
 EXIT_ERROR = 1
@@ -26,11 +26,7 @@ RESULT_FILE = "result.json"
 
 def emit(event: str, /, **fields: Any) -> None:
     """Write one progress event as a JSON line to stdout and flush it."""
-    emit_to(sys.stdout, event, **fields)
-
-
-def emit_to(out: TextIO, event: str, /, **fields: Any) -> None:
-    """Write one progress event as a JSON line to ``out`` and flush it."""
+    out = sys.stdout
     out.write(json.dumps({"event": event, **fields}, separators=(",", ":")) + "\n")
     out.flush()
 
