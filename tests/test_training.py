@@ -11,6 +11,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -347,3 +348,21 @@ def test_a_stop_sent_while_the_worker_starts_is_a_clean_stop(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_STOPPED, (proc.returncode, err[-2000:])
     assert events(out)[-1] == {"event": "stopped", "reason": "signal", "step": 0}
+
+
+def test_a_failure_at_the_cap_counts_as_out_of_memory_whatever_the_exception() -> None:
+    """Not every refused allocation is a MemoryError (an extension's import can fail with a
+    bare SystemError): the worker also asks whether it stands at its cap."""
+    from insan_edge.training.limits import trainer_env, trainer_preexec
+
+    code = (
+        "from insan_edge.training.worker import at_memory_cap\n"
+        "print(at_memory_cap())\n"
+        "try:\n    import torch, transformers, peft\n"
+        "except MemoryError:\n    print(at_memory_cap())\n"
+    )
+    capped = subprocess.run(
+        [sys.executable, "-c", code], preexec_fn=lambda: trainer_preexec(300),
+        env=trainer_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert capped.stdout.split() == ["False", "True"], capped.stderr[-2000:]

@@ -99,6 +99,28 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def at_memory_cap(share: float = 0.9) -> bool:
+    """Whether this process's private memory (VmData) is within ``share`` of its RLIMIT_DATA.
+
+    An allocation refused at the cap does not always surface as MemoryError: inside an
+    extension module's import it can come out as a bare SystemError ("error return without
+    exception set"). Failing while at the cap is out of memory, whatever the exception says.
+    """
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    if limit == resource.RLIM_INFINITY:
+        return False
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024 >= share * limit
+    return False
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1))
@@ -334,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         emit("error", reason="bad_job", message=str(exc))
         return EXIT_BAD_JOB
     except BaseException as exc:
-        if is_out_of_memory(exc):
+        if is_out_of_memory(exc) or at_memory_cap():
             emit("error", reason="out_of_memory", message=f"{type(exc).__name__}: {exc}"[:500])
             return EXIT_OUT_OF_MEMORY
         traceback.print_exc(file=sys.stderr)
