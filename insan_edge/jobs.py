@@ -77,6 +77,8 @@ def write_job(
             "checkpoint_every_steps": training.checkpoint_every_steps,
             "time_budget_seconds": training.max_run_minutes * 60,
             "seed": training.seed,
+            "preference_weight": training.preference_weight,
+            "preference_beta": training.preference_beta,
         },
         "memory_mb": training.max_training_memory_mb,
         "threads": system.model.threads,

@@ -65,6 +65,8 @@ def write_job(
             "checkpoint_every_steps": checkpoint_every_steps,
             "time_budget_seconds": 600,
             "seed": 0,
+            "preference_weight": 1.0,
+            "preference_beta": 0.5,
         },
         "memory_mb": memory_mb,
         "threads": 1,

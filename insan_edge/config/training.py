@@ -137,6 +137,20 @@ class TrainingSettings(ConfigModel):
     learning_rate: float = Field(
         default=2e-4, gt=0, le=1.0, title="Learning rate", description="Adapter learning rate."
     )
+    preference_weight: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        title="Preference weight",
+        description="Weight of the pairwise term that ranks the chosen title above the ones passed over in the same moment; 0 learns from the chosen titles alone.",
+    )
+    preference_beta: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=100.0,
+        title="Preference sharpness",
+        description="Scale of the log-likelihood gap in the pairwise term (beta): higher pushes harder on pairs already ranked right.",
+    )
     max_seq_tokens: int = Field(
         default=512,
         ge=32,

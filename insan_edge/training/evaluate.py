@@ -1,7 +1,7 @@
 """Held-out evaluation: does an adapter prefer what the family chose over what it passed on?
 
 For each held-out line the target and every negative are scored as continuations of the same
-prompt, by summed log-likelihood (the measure serving ranks candidates by).
+prompt (packed in one row, ``data``), by summed log-likelihood (the measure serving ranks candidates by).
 ``preference_accuracy`` is the share of (target, negative) pairs where the target scores
 strictly higher (null without negatives); ``heldout_loss`` is the mean negative log-likelihood
 per target token, over all held-out target tokens (null without held-out lines).
@@ -10,56 +10,45 @@ per target token, over all held-out target tokens (null without held-out lines).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from insan_edge.training.data import Sequence, TokenizerLike, build_sequence, collate
+from insan_edge.training.data import Group, TokenizerLike, build_group, collate
 from insan_edge.training.job import Example
 from insan_edge.training.model import sequence_nll
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    target: Sequence
-    negatives: tuple[Sequence, ...]
 
 
 def eval_items(
     tokenizer: TokenizerLike, prompt_ids: Callable[[str], list[int]], heldout: list[Example],
     max_tokens: int,
-) -> list[EvalItem]:  # fmt: skip
-    items = []
-    for e in heldout:
-        ids = prompt_ids(e.prompt)
-        items.append(
-            EvalItem(
-                target=build_sequence(tokenizer, ids, e.target, max_tokens),
-                negatives=tuple(build_sequence(tokenizer, ids, n, max_tokens) for n in e.negatives),
-            )
-        )
-    return items
+) -> list[Group]:  # fmt: skip
+    """One packed group per held-out line: the chosen title, then each one passed over."""
+    return [
+        build_group(tokenizer, prompt_ids(e.prompt), [e.target, *e.negatives], max_tokens)
+        for e in heldout
+    ]
 
 
 def score(
-    model: Any, items: list[EvalItem], pad_id: int, device: Any, group: int,
+    model: Any, items: list[Group], pad_id: int, device: Any, group: int,
     check: Callable[[], None],
 ) -> dict[str, Any]:  # fmt: skip
-    """Metrics of the model as it is now (whichever adapter is active); ``check`` may raise."""
+    """Metrics of the model as it is now (whichever adapter is active); ``check`` may raise.
+    ``group`` held-out lines go through the model at a time."""
     import torch
 
     loss, tokens, pairs, wins = 0.0, 0, 0, 0
     with torch.no_grad():
-        for item in items:
-            seqs = [item.target, *item.negatives]
-            nll: list[float] = []
-            for g in range(0, len(seqs), group):
-                check()
-                total, _ = sequence_nll(model, collate(seqs[g : g + group], pad_id, device))
-                nll.extend(float(x) for x in total.tolist())
-            loss += nll[0]
-            tokens += item.target.n_target
-            pairs += len(nll) - 1
-            wins += sum(1 for other in nll[1:] if nll[0] < other)
+        for g in range(0, len(items), group):
+            check()
+            chunk = items[g : g + group]
+            batch = collate(chunk, pad_id, device)
+            total = [float(x) for x in sequence_nll(model, batch)[0].tolist()]
+            for item, start in zip(chunk, batch.first, strict=True):
+                nll = total[start : start + len(item.continuations)]
+                loss += nll[0]
+                tokens += item.n_target
+                pairs += len(nll) - 1
+                wins += sum(1 for other in nll[1:] if nll[0] < other)
     return {
         "preference_accuracy": wins / pairs if pairs else None,
         "heldout_loss": loss / tokens if tokens else None,
@@ -69,7 +58,7 @@ def score(
 
 
 def evaluate_all(
-    model: Any, items: list[EvalItem], pad_id: int, device: Any, group: int,
+    model: Any, items: list[Group], pad_id: int, device: Any, group: int,
     check: Callable[[], None], announce: Callable[[str], None], current_error: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """candidate (the trained "default" adapter), current (loaded beside it by ``load_model``,

@@ -42,6 +42,8 @@ class TrainSpec:
     checkpoint_every_steps: int
     time_budget_seconds: float
     seed: int
+    preference_weight: float = 0.0  # of the pairwise term; 0: the chosen titles' loss alone
+    preference_beta: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ def _number(obj: dict[str, Any], key: str, where: str, low: float, high: float) 
     if not low <= value <= high:
         raise BadJob(f"{where}: '{key}' must be between {low:g} and {high:g}")
     return value
+
+
+def _optional(
+    obj: dict[str, Any], key: str, where: str, low: float, high: float, default: float
+) -> float:
+    return _number(obj, key, where, low, high) if key in obj else default
 
 
 def _count(obj: dict[str, Any], key: str, where: str, low: int = 1, high: int = 1 << 30) -> int:
@@ -137,6 +145,8 @@ def load_job(job_dir: Path) -> Job:
         checkpoint_every_steps=_count(t, "checkpoint_every_steps", tw),
         time_budget_seconds=_number(t, "time_budget_seconds", tw, 0.0, 1e9),
         seed=_count(t, "seed", tw, 0, 2**63 - 1),
+        preference_weight=_optional(t, "preference_weight", tw, 0.0, 1000.0, 0.0),
+        preference_beta=_optional(t, "preference_beta", tw, 1e-6, 1000.0, 1.0),
     )
     dataset = Path(job_dir) / _get(raw, "dataset", str, w)
     current = _get(raw, "current_adapter", (str, type(None)), w)
@@ -214,7 +224,9 @@ def fingerprint(job: Job, examples: list[Example]) -> str:
     digest.update(json.dumps([asdict(job.lora), train], sort_keys=True).encode())
     digest.update(str(job.base_gguf.stat().st_size).encode())
     digest.update(job.base_gguf.name.encode())
+    pairs = job.train.preference_weight > 0
     for e in examples:
         if e.split == "train":
-            digest.update(json.dumps([e.id, e.prompt, e.target]).encode())
+            negatives = list(e.negatives) if pairs else []
+            digest.update(json.dumps([e.id, e.prompt, e.target, negatives]).encode())
     return digest.hexdigest()

@@ -1,16 +1,17 @@
 """Memory: what the worker uses, its peak, and a micro-batch size that fits the cap.
 
 The micro-batch rule (when the job leaves ``micro_batch_size`` null) is measured, not guessed:
-after the model is loaded, a forward and backward pass runs on the longest training
-sequence alone (twice: the first faults in the file-backed weights), and the rise of the peak resident set (and of CUDA memory, on a GPU) over the
+after the model is loaded, a forward and backward pass runs on the widest training example
+(its packed row: prompt and titles) alone, twice (the first faults in the file-backed
+weights), and the rise of the peak resident set (and of CUDA memory, on a GPU) over the
 resident set before it is that example's activation cost. Then
 
     micro = floor((0.9 * cap - resident - 3 * adapter bytes) / cost), clamped to [1, batch]
 
 where ``3 * adapter bytes`` reserves the gradient and AdamW's two moments, which do not exist
 yet, and the 10% keeps room for allocator slack. Activations grow linearly with the number of
-sequences in a micro-batch, and every other sequence is at most as long as the probed one, so
-the estimate errs on the safe side. The peak is read from Linux's VmHWM, reset for the probe
+examples in a micro-batch, and every other example's row is at most as wide as the probed one,
+so the estimate errs on the safe side. The peak is read from Linux's VmHWM, reset for the probe
 through /proc/self/clear_refs; where that cannot be reset the rule answers 1.
 """
 
@@ -21,7 +22,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
-from insan_edge.training.data import Sequence, collate
+from insan_edge.training.data import Group, collate
 from insan_edge.training.model import sequence_nll
 
 _MB = 1024 * 1024
@@ -73,7 +74,7 @@ class MemoryMeter:
 
 
 def fit_micro_batch(
-    model: Any, seqs: list[Sequence], cap_mb: int, batch_size: int, pad_id: int, device: Any,
+    model: Any, groups: list[Group], cap_mb: int, batch_size: int, pad_id: int, device: Any,
     meter: MemoryMeter,
 ) -> tuple[int, dict[str, float]]:  # fmt: skip
     """The micro-batch size for ``cap_mb`` (see the module docstring) and the numbers behind it."""
@@ -81,12 +82,12 @@ def fit_micro_batch(
 
     params = [p for p in model.parameters() if p.requires_grad]
     adapter_mb = sum(p.numel() * p.element_size() for p in params) / _MB
-    longest = max(seqs, key=lambda s: len(s.ids))
+    widest = max(groups, key=lambda g: g.width)
     cuda = device.type == "cuda"
     model.train()
 
     def one_pass() -> None:
-        total, _ = sequence_nll(model, collate([longest], pad_id, device))
+        total, _ = sequence_nll(model, collate([widest], pad_id, device))
         total.sum().backward()
         model.zero_grad(set_to_none=True)
 

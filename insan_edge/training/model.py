@@ -129,10 +129,29 @@ def _chunk_nll(head: Any, cap: float | None, hidden: torch.Tensor, labels: torch
     return F.cross_entropy(logits, labels, reduction="none")
 
 
+def attention_masks(config: Any, batch: Batch) -> Any:
+    """The batch's block mask as the decoder takes it: for a model with sliding-window layers
+    (Gemma 3), a mapping by layer type, where those layers also drop keys a window or more
+    positions back (the packing keeps each continuation's own positions, so this is the mask
+    it would get alone)."""
+    mask = batch.attention_mask
+    types = set(getattr(config, "layer_types", None) or ())
+    window = getattr(config, "sliding_window", None)
+    if not types:
+        return mask
+    out = {kind: mask for kind in types}
+    if "sliding_attention" in types and window:
+        pos = batch.position_ids
+        near = (pos[:, None, :, None] - pos[:, None, None, :]) < window
+        out["sliding_attention"] = mask & near
+    return out
+
+
 def sequence_nll(
     model: Any, batch: Batch, chunk: int = LOSS_CHUNK
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed negative log-likelihood of each sequence's continuation, and its token count."""
+    """Summed negative log-likelihood of each continuation in the batch (flat, group by group),
+    and its token count."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
@@ -140,7 +159,12 @@ def sequence_nll(
     decoder = getattr(base, base.base_model_prefix)
     head = base.get_output_embeddings()
     cap = getattr(base.config, "final_logit_softcapping", None)
-    out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    out = decoder(
+        input_ids=batch.input_ids,
+        attention_mask=attention_masks(base.config, batch),
+        position_ids=batch.position_ids,
+        use_cache=False,
+    )
     hidden = out.last_hidden_state
     flat = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.positions)
     total = torch.zeros(batch.size, dtype=torch.float32, device=flat.device)
@@ -153,3 +177,23 @@ def sequence_nll(
         total = total.index_add(0, batch.owner[i : i + chunk], nll)
     counts = torch.bincount(batch.owner, minlength=batch.size)
     return total, counts
+
+
+def pair_loss(total: torch.Tensor, batch: Batch, beta: float) -> torch.Tensor:
+    """Summed pairwise logistic loss of the batch's groups: ``softplus(beta * (nll_chosen -
+    nll_passed))`` for each title passed over, so the chosen title's log-likelihood is pushed
+    above each of the others in the same moment, the comparison serving ranks by (reference
+    free, as in CPO; the target's own loss keeps the titles likely)."""
+    import torch
+    import torch.nn.functional as F
+
+    ends = [*batch.first[1:], batch.size]
+    chosen: list[int] = []
+    passed: list[int] = []
+    for start, end in zip(batch.first, ends, strict=True):
+        chosen += [start] * (end - start - 1)
+        passed += range(start + 1, end)
+    if not passed:
+        return total.new_zeros(())
+    index = torch.tensor(chosen, device=total.device), torch.tensor(passed, device=total.device)
+    return F.softplus(beta * (total[index[0]] - total[index[1]])).sum()

@@ -168,7 +168,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     import torch
 
     from insan_edge.training.data import (
-        build_sequence,
+        build_group,
         collate,
         epoch_order,
         micro_batches,
@@ -177,7 +177,13 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     from insan_edge.training.evaluate import eval_items, evaluate_all
     from insan_edge.training.lora_gguf import peft_to_gguf
     from insan_edge.training.memory import MemoryMeter, fit_micro_batch
-    from insan_edge.training.model import load_model, pick_device, quiet_libraries, trainable
+    from insan_edge.training.model import (
+        load_model,
+        pair_loss,
+        pick_device,
+        quiet_libraries,
+        trainable,
+    )
     from insan_edge.training.model import sequence_nll as nll_of
 
     quiet_libraries()
@@ -191,11 +197,17 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     train_set = [e for e in examples if e.split == "train"]
     heldout = [e for e in examples if e.split == "heldout"]
-    seqs = [
-        build_sequence(tokenizer, tokenizer.prompt_ids(e.prompt), e.target, t.max_seq_tokens)
+    # The titles passed over go with the chosen one only where the pairwise term uses them.
+    groups = [
+        build_group(
+            tokenizer,
+            tokenizer.prompt_ids(e.prompt),
+            [e.target, *(e.negatives if t.preference_weight > 0 else ())],
+            t.max_seq_tokens,
+        )
         for e in train_set
     ]
-    steps_per_epoch = math.ceil(len(seqs) / t.batch_size)
+    steps_per_epoch = math.ceil(len(groups) / t.batch_size)
     total_steps = t.epochs * steps_per_epoch
 
     # --- model, optimizer, checkpoint -----------------------------------------------------
@@ -213,7 +225,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
         micro = ckpt.micro_batch_size  # the same cut as before: a bit-identical continuation
     else:
         micro, fit = fit_micro_batch(
-            model, seqs, job.memory_mb, t.batch_size, pad_id, device, meter
+            model, groups, job.memory_mb, t.batch_size, pad_id, device, meter
         )
     if ckpt is not None:
         with torch.no_grad():
@@ -252,7 +264,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
 
     emit(
         "start", steps=total_steps, micro_batch_size=micro, resumed_from_step=pos.step,
-        examples=len(seqs), heldout=len(heldout), device=device.type, threads=threads, **fit,
+        examples=len(groups), pairs=sum(g.pairs for g in groups), heldout=len(heldout), device=device.type, threads=threads, **fit,
     )  # fmt: skip
 
     # --- training: one flat loop ----------------------------------------------------------
@@ -260,10 +272,11 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     epoch, k, m, step = pos.epoch, pos.step_in_epoch, pos.micro, pos.step
     step_time = None  # seconds per step, smoothed
     while epoch < t.epochs:
-        order = epoch_order(len(seqs), t.seed, epoch)
+        order = epoch_order(len(groups), t.seed, epoch)
         members = step_members(order, k, t.batch_size)
-        batches = micro_batches(members, seqs, micro)
-        step_tokens = sum(seqs[i].n_target for i in members)
+        batches = micro_batches(members, groups, micro)
+        step_tokens = sum(groups[i].n_target for i in members)
+        step_pairs = sum(groups[i].pairs for i in members)
         seen_tokens, step_began = 0, time.monotonic()
         stop.paused = False
         while m < len(batches):
@@ -271,16 +284,22 @@ def train(job_dir: Path, stop: StopSignal) -> int:
                 checkpoint(Position(epoch, k, m, step), with_grads=m > 0)
                 emit("stopped", reason="signal" if stop.requested else "time_budget", step=step)
                 raise Stopped
-            chunk = [seqs[i] for i in batches[m]]
-            total, counts = nll_of(model, collate(chunk, pad_id, device))
-            loss = total.sum() / step_tokens
+            chunk = [groups[i] for i in batches[m]]
+            batch = collate(chunk, pad_id, device)
+            total, counts = nll_of(model, batch)
+            loss = total[list(batch.first)].sum() / step_tokens
+            if step_pairs:
+                loss = (
+                    loss
+                    + t.preference_weight * pair_loss(total, batch, t.preference_beta) / step_pairs
+                )
             loss.backward()
             counters = Counters(
-                tokens=counters.tokens + int(counts.sum()),
+                tokens=counters.tokens + int(counts[list(batch.first)].sum()),
                 examples=counters.examples + len(chunk),
                 step_loss=counters.step_loss + float(loss.detach()),
             )
-            seen_tokens += sum(len(s.ids) for s in chunk)
+            seen_tokens += sum(g.width for g in chunk)
             m += 1
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         optimizer.step()
@@ -330,7 +349,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
         "seconds": round(time.monotonic() - started, 2),
         "peak_rss_mb": round(meter.peak_mb()),
         "micro_batch_size": micro,
-        "examples": len(seqs),
+        "examples": len(groups),
         "tokens": counters.tokens,
     }
     _write_json(out / RESULT_FILE, result)
