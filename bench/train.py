@@ -7,11 +7,15 @@
 Model: the embedded Gemma 3 270M, dequantized once by ``prepare_weights`` into a cached bf16
 directory (state under /tmp/insan-bench unless ``--state-dir``). Data: serving prompts for the
 example family (``plan_prompt`` + ``ANSWER_PREFIX``) continued by ``title_target(title)``, the
-same examples, in the same order, for both rows. Rows:
+same examples, in the same order, for every row. Rows:
 
 - ``trainer``: ``python -m insan_edge.training.worker JOB_DIR`` started as the daemon starts it
   (``trainer_command``, ``preexec_fn=trainer_preexec(memory_mb)``), one epoch over exactly
-  steps x batch_size training rows, so it makes ``--steps`` optimizer steps.
+  steps x batch_size training rows, so it makes ``--steps`` optimizer steps; the chosen
+  titles' loss alone (``preference_weight: 0``), the same objective as the plain loop.
+- ``trainer+pairs``: the same with the daemon's default objective, which adds the pairwise
+  term over each row's two titles passed over (``preference_weight: 1``, packed rows): what
+  the extra work costs.
 - ``plain loop``: ``bench/train_baseline.py`` in its own process, with no cap: transformers +
   bitsandbytes nf4 + peft, ``prepare_model_for_kbit_training``, full-logits loss with the prompt
   masked to -100, AdamW; the same LoRA shape, compute dtype, micro-batch and accumulation.
@@ -294,6 +298,7 @@ def run_trainer(
     steps: int,
     seed: int,
     timeout: float,
+    preference_weight: float = 0.0,
 ) -> tuple[Run, dict[str, Any]]:
     from insan_edge.training.limits import trainer_command, trainer_env, trainer_preexec
 
@@ -309,24 +314,26 @@ def run_trainer(
         "dataset": "dataset.jsonl", "current_adapter": None, "lora": LORA,
         "train": {"learning_rate": 0.0002, "epochs": 1, "batch_size": BATCH,
                   "micro_batch_size": None, "max_seq_tokens": 512, "gradient_checkpointing": True,
-                  "checkpoint_every_steps": 10, "time_budget_seconds": 7200, "seed": seed},
+                  "checkpoint_every_steps": 10, "time_budget_seconds": 7200, "seed": seed,
+                  "preference_weight": preference_weight, "preference_beta": 0.5},
         "memory_mb": MEMORY_MB, "threads": None,
     }  # fmt: skip
     (job_dir / "job.json").write_text(json.dumps(job, indent=1), "utf-8")
-    run = Run("trainer", cap_mb=MEMORY_MB)
+    name = "trainer+pairs" if preference_weight else "trainer"
+    run = Run(name, cap_mb=MEMORY_MB)
     events: list[tuple[float, dict[str, Any]]] = []
 
     def on_event(t: float, event: dict[str, Any]) -> None:
         events.append((t, event))
         if event["event"] == "progress":
-            print(f"  trainer step {event.get('step')}/{event.get('steps')} at {t:6.1f} s: "
+            print(f"  {name} step {event.get('step')}/{event.get('steps')} at {t:6.1f} s: "
                   f"loss {event.get('loss')}, rss {event.get('rss_mb')} MB", flush=True)  # fmt: skip
         elif event["event"] != "progress":
-            print(f"  trainer {event['event']} at {t:.1f} s: "
+            print(f"  {name} {event['event']} at {t:.1f} s: "
                   + json.dumps({k: v for k, v in event.items() if k != "event"})[:200], flush=True)  # fmt: skip
 
     argv = trainer_command(job_dir)
-    print(f"trainer: {' '.join(map(str, argv))} (cap {MEMORY_MB} MB)", flush=True)
+    print(f"{name}: {' '.join(map(str, argv))} (cap {MEMORY_MB} MB)", flush=True)
     supervise(
         run, [str(a) for a in argv], job_dir / "stderr.log", on_event, timeout,
         preexec=lambda: trainer_preexec(MEMORY_MB), env=trainer_env(quiet_env()),
@@ -428,7 +435,11 @@ def report(runs: list[Run], base: Run | None) -> None:
     print()
     for r in runs:
         losses = ", ".join(f"{x:.3f}" for x in r.losses)
-        extra = f"; worker's own peak_rss_mb {r.reported_peak_mb}" if r.name == "trainer" else ""
+        extra = (
+            f"; worker's own peak_rss_mb {r.reported_peak_mb}"
+            if r.name.startswith("trainer")
+            else ""
+        )
         if r.fit:
             extra += f"; micro-batch fit from {r.fit}"
         if r.reported_tokens_per_s is not None:
@@ -442,7 +453,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="optimizer steps, batch 4 (default 10; quick 3)")
     ap.add_argument("--examples", type=int, help="distinct training examples (default 40)")
     ap.add_argument("--quick", action="store_true", help="3 steps over 12 examples")
-    ap.add_argument("--only", choices=["trainer", "plain"], help="run one side only")
+    ap.add_argument("--only", choices=["trainer", "pairs", "plain"], help="run one row only")
     ap.add_argument("--plain-micro-batch", type=int, help="default: the trainer's micro-batch")
     ap.add_argument("--no-prepare-kbit", action="store_true",
                     help="plain loop without prepare_model_for_kbit_training")  # fmt: skip
@@ -475,7 +486,7 @@ def main() -> int:
     ids = [
         {"prompt": tok.prompt_ids(r["prompt"]), "target": tok.encode(r["target"])} for r in train
     ]
-    try:  # the order the worker trains in (seeded permutation), so both see the same batches
+    try:  # the order the worker trains in (seeded permutation), so every row sees the same batches
         from insan_edge.training.data import epoch_order
 
         ids = [ids[i] for i in epoch_order(len(ids), args.seed, 0)]
@@ -493,21 +504,24 @@ def main() -> int:
     trainer: Run | None = None
     plain: Run | None = None
     try:
-        if args.only != "plain":
+        for weight in (0.0, 1.0):
+            if args.only not in (None, "pairs" if weight else "trainer"):
+                continue
             try:
-                trainer, _ = run_trainer(
-                    state / "job", gguf, weights, rows, steps, args.seed, args.timeout
+                row, _ = run_trainer(
+                    state / "job", gguf, weights, rows, steps, args.seed, args.timeout, weight
                 )
             except ImportError as exc:
                 raise BenchError(
                     f"the trainer is not importable ({exc}); try --only plain"
                 ) from exc
-            trainer.tokens_per_step = per_step
-            runs.append(trainer)
-            if trainer.error:
-                print(f"trainer failed: {trainer.error}\n--- stderr (tail) ---\n"
+            row.tokens_per_step = per_step
+            runs.append(row)
+            trainer = trainer or row
+            if row.error:
+                print(f"{row.name} failed: {row.error}\n--- stderr (tail) ---\n"
                       f"{log_tail(state / 'job' / 'stderr.log')}", flush=True)  # fmt: skip
-        if args.only != "trainer":
+        if args.only in (None, "plain"):
             micro = args.plain_micro_batch or (trainer and trainer.micro_batch_size) or BATCH
             (state / "plain").mkdir(exist_ok=True)
             plain = run_plain(
@@ -528,7 +542,7 @@ def main() -> int:
 
     print(f"\nGemma 3 270M ({gguf.name} dequantized to bf16 safetensors), LoRA r={LORA['rank']} "
           f"alpha={LORA['alpha']} on {'/'.join(m.split('_')[0] for m in LORA['target_modules'])},"
-          f" batch {BATCH}, {steps} optimizer steps, same {len(train)} rows for both; "
+          f" batch {BATCH}, {steps} optimizer steps, same {len(train)} rows for all; "
           f"{os.cpu_count()} cores (shared)")  # fmt: skip
     report(runs, plain if plain and not plain.error else None)
     print(

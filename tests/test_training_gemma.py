@@ -1,13 +1,16 @@
 """End to end on the embedded Gemma 3 270M: six simulated weeks of a family, learned in a real
 daemon by the real trainer (QLoRA on the CPU), judged on held-out data by the promotion rule.
 
-What this shows today (see the closing note of issue 4): the adapter learns the family's
-titles (held-out loss per token well below the base's) but, trained on the accepted items
-alone, not yet which of two titles a member picks in a given moment (preference accuracy
-not above the base on this log), so the gate refuses it, as it should. The test asserts that
-the gate decides by its rule on the scores it reports, whichever way that goes.
+1. The first run (the chosen titles' loss plus the pairwise preference term) must beat the
+   base on held-out preference accuracy and pass the safety suite: it is promoted and served.
+   Measured here: preference accuracy 0.60 against the base's 0.48 on 25 held-out pairs.
+2. Two weeks later, an update that learns next to nothing (learning rate 1e-7, one epoch)
+   scores about as the base does, so below the serving adapter: the gate refuses it, v1 stays.
+   Measured here: 0.52 (the base's too) against v1's 0.65 on 31 held-out pairs.
 
-Slow (about 10 minutes): the first run also converts the GGUF into cached training weights.
+The box key (which decides the held-out split) and the micro-batch are fixed, so the numbers
+do not change from run to run, nor with how much memory the probe measures.
+Slow (about 16 minutes): the first run also converts the GGUF into cached training weights.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from insan_edge.config import parse_config
 from insan_edge.promotion import better
 
 ROOT = Path(__file__).resolve().parents[1]
+BOX_KEY = "5d0419c2dfc72957772c9f994e7c4b2582ab6e144f755566b5cc5ed355a7dcdf"
 pytestmark = pytest.mark.integration
 _spec = importlib.util.spec_from_file_location(
     "simulate_family", ROOT / "scripts" / "simulate_family.py"
@@ -76,12 +80,17 @@ def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tm
         "epochs": 2,
         "batch_size": 4,
         "learning_rate": 0.001,
+        "micro_batch_size": 2,
         "safety_suite_size": 4,
         "safety_threshold": 0.75,
     }
     family = "larkin"
     parsed = parse_config(yaml.safe_dump(config), "sim.yaml").config
     events = sim.simulate(parsed, family, days=42, seed=1, start="2026-09-01")
+    # The held-out split follows the box's own key: a fixed one (made up for this test) keeps
+    # the same lines held out on every run, so the scores below are this test's, every time.
+    (tmp_path / "d" / "state").mkdir(parents=True)
+    (tmp_path / "d" / "state" / "box.key").write_bytes(bytes.fromhex(BOX_KEY))
     d = daemon_factory(config, timeout=180)
     _write_events(d.state_dir / "inbox", "weeks.jsonl", events)
     _wait_ingested(d, len(events))
@@ -96,13 +105,43 @@ def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tm
         done["run"]["status"],
         json.dumps({k: scores.get(k) for k in ("candidate", "base", "safety")}, indent=1),
     )
-    assert cand["pairs"] > 0 and cand["pairs"] == base["pairs"]
+    assert cand["pairs"] >= 20 and cand["pairs"] == base["pairs"]
     assert cand["heldout_loss"] < base["heldout_loss"]  # it learned the family's titles
-    safe = scores.get("safety", {}).get("score", 0.0) >= 0.75
-    assert done["run"]["status"] == ("promoted" if better(cand, base) and safe else "refused"), done
-    serving = "v1" if done["run"]["status"] == "promoted" else "base"
-    assert done["model"]["serving"] == serving
+    assert cand["preference_accuracy"] > base["preference_accuracy"], scores
+    assert scores["safety"]["score"] >= 0.75, scores
+    assert done["run"]["status"] == "promoted", done
+    assert done["model"]["serving"] == "v1"
     answer = d.client.recommend(
         family, {"member": "mia", "count": 1, "context": {"time_of_day": "afternoon"}}
     )
-    assert answer["model"]["version"] == serving
+    assert answer["model"]["version"] == "v1"
+
+    # Two more weeks of the family (an update learns from what is new, with some replay), and
+    # a worse candidate: the parent's edit makes the next run learn next to nothing.
+    more = sim.simulate(parsed, family, days=14, seed=2, start="2026-10-13")
+    _write_events(d.state_dir / "inbox", "more.jsonl", more)
+    _wait_ingested(d, len(events) + len(more))
+    config["system"]["training"].update({"learning_rate": 1e-7, "epochs": 1})
+    before = d.client.status()["config"]["digest"]
+    d.write_config(config)
+    deadline = time.monotonic() + 30
+    while d.client.status()["config"]["digest"] == before:
+        assert time.monotonic() < deadline, d.log()[-3000:]
+        time.sleep(0.5)
+    run = d.client.request("POST", f"/v1/families/{family}/train", {"now": True})["run"]
+    done = _wait_run(d, family, run["id"], timeout=1200)
+    second = next(v for v in done["model"]["versions"] if v["version"] == 2)
+    s2 = second["scores"]
+    print("\nSECOND RUN", done["run"]["status"], done["run"].get("reason"),
+          json.dumps({k: s2.get(k) for k in ("candidate", "current", "base")}, indent=1))  # fmt: skip
+    # v1 still beats the base on the grown held-out set; the candidate barely moved from it.
+    assert better(s2["current"], s2["base"])
+    assert s2["candidate"]["heldout_loss"] == pytest.approx(s2["base"]["heldout_loss"], rel=0.05)
+    assert not better(s2["candidate"], s2["current"])
+    assert done["run"]["status"] == "refused"
+    assert "not better than the current adapter" in done["run"]["reason"]
+    assert second["status"] == "refused" and done["model"]["serving"] == "v1"
+    answer = d.client.recommend(
+        family, {"member": "mia", "count": 1, "context": {"time_of_day": "afternoon"}}
+    )
+    assert answer["model"]["version"] == "v1"
