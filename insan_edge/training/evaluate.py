@@ -1,7 +1,8 @@
 """Held-out evaluation: does an adapter prefer what the family chose over what it passed on?
 
 For each held-out line the target and every negative are scored as continuations of the same
-prompt (packed in one row, ``data``), by summed log-likelihood (the measure serving ranks candidates by).
+prompt (packed in one row, see ``data``), by summed log-likelihood (the measure serving ranks
+candidates by).
 ``preference_accuracy`` is the share of (target, negative) pairs where the target scores
 strictly higher (null without negatives); ``heldout_loss`` is the mean negative log-likelihood
 per target token, over all held-out target tokens (null without held-out lines).
