@@ -83,13 +83,13 @@ def test_packed_scores_equal_plain_forward_passes(build: Any) -> None:
     torch.manual_seed(1)
     model = _peft(build())
     groups = _groups(random.Random(2))
+    batch = collate(groups, pad_id=0)
     with torch.no_grad():
-        total, counts = sequence_nll(model, collate(groups, pad_id=0))
+        total, counts = sequence_nll(model, batch)
         expected = [_plain_nll(model, g.prompt, c) for g in groups for c in g.continuations]
     assert total.tolist() == pytest.approx(expected, rel=1e-4, abs=1e-4)
     want = [len(c) - (0 if g.prompt else 1) for g in groups for c in g.continuations]
     assert counts.tolist() == want
-    batch = collate(groups, pad_id=0)
     assert batch.first == (0, 3, 4, 6)
     assert [g.n_target for g in groups] == [want[i] for i in batch.first]
 
@@ -104,17 +104,17 @@ def test_gradients_of_packed_scores_equal_plain_ones() -> None:
     params = [p for p in model.parameters() if p.requires_grad]
 
     total, _ = sequence_nll(model, collate(groups, pad_id=0))
-    (total * torch.linspace(0.5, 1.5, total.numel())).sum().backward()
+    weights = torch.linspace(0.5, 1.5, total.numel())
+    (total * weights).sum().backward()
     packed = [p.grad.clone() for p in params]
     model.zero_grad()
-    weights = torch.linspace(0.5, 1.5, total.numel()).tolist()
     k = 0
     for g in groups:
         for c in g.continuations:
             ids = torch.tensor([g.prompt + c])
             logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
             nll = -sum(logp[t - 1, ids[0, t]] for t in range(len(g.prompt), ids.shape[1]))
-            (weights[k] * nll).backward()
+            (float(weights[k]) * nll).backward()
             k += 1
     for a, p in zip(packed, params, strict=True):
         assert torch.allclose(a, p.grad, rtol=1e-3, atol=1e-5)

@@ -287,7 +287,8 @@ def train(job_dir: Path, stop: StopSignal) -> int:
             chunk = [groups[i] for i in batches[m]]
             batch = collate(chunk, pad_id, device)
             total, counts = nll_of(model, batch)
-            loss = total[list(batch.first)].sum() / step_tokens
+            chosen = list(batch.first)
+            loss = total[chosen].sum() / step_tokens
             if step_pairs:
                 loss = (
                     loss
@@ -295,7 +296,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
                 )
             loss.backward()
             counters = Counters(
-                tokens=counters.tokens + int(counts[list(batch.first)].sum()),
+                tokens=counters.tokens + int(counts[chosen].sum()),
                 examples=counters.examples + len(chunk),
                 step_loss=counters.step_loss + float(loss.detach()),
             )
