@@ -37,10 +37,14 @@ from insan_edge.registry import ModelVersion, Registry
 from insan_edge.runs import Runs
 from insan_edge.store import Store
 from insan_edge.training.limits import trainer_command, trainer_env, trainer_preexec
+from insan_edge.training.protocol import (
+    EXIT_STOPPED,
+    died_of_memory,
+    exit_description,
+)
 
 log = logging.getLogger("insan_edge.scheduler")
 
-EXIT_STOPPED, EXIT_OOM, EXIT_BAD_JOB = 75, 76, 65
 # (family, candidate, cancel) -> {"score": share safe, "passed": n, "total": n, "failures": [...]}
 SafetyCheck = Callable[[str, ModelVersion, threading.Event], dict[str, Any]]
 
@@ -354,9 +358,10 @@ class Scheduler:
             self.runs.update(
                 live.run_id, status="stopped", reason=live.stopping or "time budget spent"
             )
-        elif code in (EXIT_OOM, -signal.SIGKILL) and live.stopping is None:
+        elif died_of_memory(code) and live.stopping is None:
             micro = live.micro_batch_size or run.get("micro_batch_size") or 1
             cap = training.max_training_memory_mb
+            log.warning(kv("trainer.out_of_memory", run=run["id"], exit=exit_description(code)))
             if run["attempts"] <= training.oom_retries and micro > 1:
                 shutil.rmtree(live.job_dir / "checkpoint", ignore_errors=True)
                 job = json.loads((live.job_dir / "job.json").read_text())
@@ -376,7 +381,7 @@ class Scheduler:
         else:
             message = (live.last_error or {}).get(
                 "message"
-            ) or f"the trainer exited with code {code}"
+            ) or f"the trainer failed ({exit_description(code)})"
             self._fail(live.run_id, str(message), stopped=live.stopping)
 
     def _fail(self, run_id: int, reason: str, stopped: str | None = None) -> None:
