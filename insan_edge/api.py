@@ -6,21 +6,28 @@ capped by the config's ``api.max_body_bytes`` whether or not the client sends a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from insan_edge import __version__
-from insan_edge.contracts import RecommendationRequest
-from insan_edge.errors import BadRequestError, BusyError, InsanEdgeError
+from insan_edge.contracts import RecommendationRequest, TokenRequest
+from insan_edge.errors import BadRequestError, InsanEdgeError, UnauthorizedError
+from insan_edge.gateway import GRANT
 from insan_edge.logs import kv
+from insan_edge.metrics import RequestMetrics
+from insan_edge.openapi import openapi_document
 from insan_edge.personalization import Personalization
 from insan_edge.recommender import Recommender
+from insan_edge.tokens import Grant, Tokens
 
 log = logging.getLogger("insan_edge.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,6 +47,10 @@ class ApiBackend:
     export: Callable[[str], Awaitable[dict[str, Any]]]
     quarantine: Callable[[int], list[dict[str, Any]]]
     models: Personalization
+    tokens: Tokens
+    add_token: Callable[[str, list[str]], dict[str, Any]]
+    request_metrics: RequestMetrics
+    metrics_page: Callable[[], str]
 
 
 # App traffic that means the family is using the box: training pauses for it.
@@ -69,12 +80,16 @@ def _validation_message(exc: ValidationError) -> str:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except BusyError as exc:
-        return _error(exc.status, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     except InsanEdgeError as exc:
         if exc.status >= 500:
             log.error(kv("api.error", path=request.path, code=exc.code, message=exc.message))
-        return _error(exc.status, exc.code, exc.message)
+        headers = {}
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        if isinstance(exc, UnauthorizedError):
+            headers["WWW-Authenticate"] = 'Bearer realm="insan-edge"'
+        return _error(exc.status, exc.code, exc.message, headers or None)
     except ValidationError as exc:
         return _error(422, "invalid_request", _validation_message(exc))
     except web.HTTPException as exc:
@@ -110,30 +125,34 @@ class _BadJson(InsanEdgeError):
     status = 400
 
 
-def prometheus(s: dict[str, Any]) -> str:
-    """The status as Prometheus text."""
-    counters = {
-        "uptime_seconds": s["uptime_seconds"],
-        "recommendation_requests_total": s["requests"]["recommendations"],
-        "cache_hits_total": s["requests"]["cache_hits"],
-        "generated_tokens_total": s["requests"]["generated_tokens"],
-        "generation_seconds_total": s["requests"]["generation_seconds"],
-        "items_served_total": s["safety"]["items_served"],
-        "interactions_stored": s["ingest"]["interactions"],
-        "quarantined_events": s["ingest"]["quarantined"],
-        "resident_memory_bytes": int(s["memory"]["rss_mb"] * 2**20),
-    }
-    lines = []
-    for name, value in counters.items():
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines += [f"# TYPE insan_edge_{name} {kind}", f"insan_edge_{name} {value}"]
-    lines.append("# TYPE insan_edge_items_dropped_total counter")
-    for rule, n in sorted(s["safety"]["drops_by_rule"].items()):
-        lines.append(f'insan_edge_items_dropped_total{{rule="{rule}"}} {n}')
-    return "\n".join(lines) + "\n"
+def _grant(request: web.Request) -> Grant | None:
+    """The LAN caller's grant; None on the trusted Unix socket."""
+    return request.get(GRANT)
 
 
-def build_app(backend: ApiBackend) -> web.Application:
+def _event_family(event: Any) -> str | None:
+    """The family an event names; None when it names none (it will be quarantined)."""
+    family = event.get("family") if isinstance(event, dict) else None
+    return family if isinstance(family, str) else None
+
+
+def build_app(
+    backend: ApiBackend, via: str = "socket", gate: Middleware | None = None
+) -> web.Application:
+    @web.middleware
+    async def measured(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.match_info.route.name or "unmatched"
+            backend.request_metrics.observe(
+                via, route, request.method, status, time.perf_counter() - started
+            )
+
     @web.middleware
     async def activity(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
@@ -145,16 +164,22 @@ def build_app(backend: ApiBackend) -> web.Application:
         finally:
             backend.models.note_request_done()
 
-    app = web.Application(
-        middlewares=[errors_middleware, activity], client_max_size=HARD_BODY_LIMIT
-    )
+    chain: list[Middleware] = [measured, errors_middleware]
+    if gate is not None:
+        chain.append(gate)
+    chain.append(activity)
+    app = web.Application(middlewares=chain, client_max_size=HARD_BODY_LIMIT)
     routes = web.RouteTableDef()
 
-    @routes.get("/v1/health")
+    @routes.get("/v1/health", name="health")
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "version": __version__})
 
-    @routes.get("/v1/status")
+    @routes.get("/v1/openapi.json", name="openapi")
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    @routes.get("/v1/status", name="status")
     async def status(request: web.Request) -> web.Response:
         return web.json_response(backend.status())
 
@@ -164,7 +189,12 @@ def build_app(backend: ApiBackend) -> web.Application:
         if not isinstance(body, dict):
             raise _BadJson("the body must be a JSON object")
         req = RecommendationRequest.model_validate(body)
-        answer = await backend.recommender.recommend(request.match_info["family"], req)
+        family = request.match_info["family"]
+        grant = _grant(request)
+        if grant is not None:
+            members = [req.member] if req.member else req.context.present or None
+            grant.require_recommend(family, members)
+        answer = await backend.recommender.recommend(family, req)
         return web.json_response(answer.model_dump(mode="json"))
 
     @routes.post("/v1/interactions", name="interactions")
@@ -174,18 +204,21 @@ def build_app(backend: ApiBackend) -> web.Application:
         events = events if isinstance(events, list) else [events]
         if not 1 <= len(events) <= MAX_EVENTS_PER_POST:
             raise BadRequestError(f"send 1 to {MAX_EVENTS_PER_POST} events per request")
+        grant = _grant(request)
+        if grant is not None:  # a family-scoped token: each event must name one of its own
+            grant.require_ingest(_event_family(e) for e in events)
         return web.json_response(await backend.submit_events(events))
 
-    @routes.delete("/v1/families/{family}/members/{member}")
+    @routes.delete("/v1/families/{family}/members/{member}", name="forget_member")
     async def forget_member(request: web.Request) -> web.Response:
         result = await backend.forget(request.match_info["family"], request.match_info["member"])
         return web.json_response(result)
 
-    @routes.get("/v1/families/{family}/export")
+    @routes.get("/v1/families/{family}/export", name="export")
     async def export(request: web.Request) -> web.Response:
         return web.json_response(await backend.export(request.match_info["family"]))
 
-    @routes.get("/v1/quarantine")
+    @routes.get("/v1/quarantine", name="quarantine")
     async def quarantine(request: web.Request) -> web.Response:
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
@@ -193,7 +226,7 @@ def build_app(backend: ApiBackend) -> web.Application:
             raise BadRequestError("limit must be a whole number") from None
         return web.json_response({"quarantine": backend.quarantine(limit)})
 
-    @routes.post("/v1/families/{family}/train")
+    @routes.post("/v1/families/{family}/train", name="train")
     async def train(request: web.Request) -> web.Response:
         body = await read_json(request, backend.max_body_bytes())
         now = body.get("now", False) if isinstance(body, dict) else None
@@ -202,31 +235,46 @@ def build_app(backend: ApiBackend) -> web.Application:
         result = await backend.models.train(request.match_info["family"], now)
         return web.json_response(result, status=202)
 
-    @routes.get("/v1/families/{family}/model")
+    @routes.get("/v1/families/{family}/model", name="family_model")
     async def family_model(request: web.Request) -> web.Response:
         return web.json_response(await backend.models.model(request.match_info["family"]))
 
-    @routes.delete("/v1/families/{family}/model")
+    @routes.delete("/v1/families/{family}/model", name="delete_model")
     async def delete_model(request: web.Request) -> web.Response:
         return web.json_response(await backend.models.delete_model(request.match_info["family"]))
 
-    @routes.post("/v1/families/{family}/model/rollback")
+    @routes.post("/v1/families/{family}/model/rollback", name="rollback")
     async def rollback(request: web.Request) -> web.Response:
         return web.json_response(await backend.models.rollback(request.match_info["family"]))
 
-    @routes.get("/v1/models")
+    @routes.get("/v1/models", name="models")
     async def models(request: web.Request) -> web.Response:
         return web.json_response(await backend.models.models())
 
-    @routes.post("/v1/models/validate")
+    @routes.post("/v1/models/validate", name="validate")
     async def validate(request: web.Request) -> web.Response:
         return web.json_response(await backend.models.validate())
 
-    @routes.get("/metrics")
+    @routes.get("/v1/tokens", name="tokens")
+    async def tokens(request: web.Request) -> web.Response:
+        return web.json_response({"tokens": await asyncio.to_thread(backend.tokens.list)})
+
+    @routes.post("/v1/tokens", name="add_token")
+    async def add_token(request: web.Request) -> web.Response:
+        body = await read_json(request, backend.max_body_bytes())
+        req = TokenRequest.model_validate(body)
+        made = await asyncio.to_thread(backend.add_token, req.app, req.scopes)
+        return web.json_response(made, status=201)
+
+    @routes.delete("/v1/tokens/{token}", name="revoke_token")
+    async def revoke_token(request: web.Request) -> web.Response:
+        token_id = request.match_info["token"]
+        return web.json_response(await asyncio.to_thread(backend.tokens.revoke, token_id))
+
+    @routes.get("/metrics", name="metrics")
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            text=prometheus(backend.status()), content_type="text/plain", charset="utf-8"
-        )
+        page = await asyncio.to_thread(backend.metrics_page)
+        return web.Response(text=page, content_type="text/plain", charset="utf-8")
 
     app.add_routes(routes)
     return app

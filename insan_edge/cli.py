@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__, cli_models
+from insan_edge import __version__, cli_lan, cli_models, cli_tokens
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, help="file to write (default: standard output)")
 
     cli_models.add_parsers(sub, _socket_arg)
+    cli_tokens.add_parsers(sub, _socket_arg)
+    cli_lan.add_parsers(sub)
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -110,6 +112,11 @@ def _print_status(s: dict[str, Any]) -> None:
         for fid, why in t["due"].items():
             if why:
                 print(f"  {fid} is due: {why}")
+    lan = s.get("lan") or {}
+    if lan.get("enabled"):
+        tls = f"TLS, sha256 {lan['fingerprint']}" if lan["tls"] else "no TLS"
+        name = f"; announced as '{lan['advertised_as']}'" if lan["advertised_as"] else ""
+        print(f"lan: gateway on port {lan['port']} ({tls}){name}")
     mem = s["memory"]
     print(
         f"memory: {mem['rss_mb']:.0f} MB used by the daemon, {mem['available_mb']} MB of {mem['total_mb']} MB free"
@@ -148,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{members} members, preset {loaded.preset}: {loaded.preset_reason})"
             )
             return 0
+        if args.command == "lan":
+            return cli_tokens.handle_lan(args)
+        if (code := cli_lan.run(args)) is not None:
+            return code
         client = LocalClient(args.socket)
+        if args.command == "tokens":
+            return cli_tokens.handle_tokens(args, client)
         if args.command == "status":
             s = client.status()
             print(json.dumps(s, indent=2)) if args.json else _print_status(s)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from insan_edge.config.family import CATEGORIES
+from insan_edge.errors import BadRequestError
+from insan_edge.scopes import APP_PATTERN, SCOPE_PATTERN, parse_scope
 
 Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 MemberId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
@@ -102,3 +104,71 @@ class RecommendationResponse(BaseModel):
     latency_ms: float
     request_id: str
     usage: Usage
+
+
+def _scope(text: str) -> str:
+    try:
+        parse_scope(text)
+    except BadRequestError as exc:
+        raise ValueError(exc.message) from None
+    return text
+
+
+ScopeText = Annotated[
+    str, AfterValidator(_scope), WithJsonSchema({"type": "string", "pattern": SCOPE_PATTERN})
+]
+
+
+class TokenRequest(_Strict):
+    app: Annotated[str, StringConstraints(pattern=APP_PATTERN)] = Field(
+        description="Which app the token is for, e.g. kitchen-tablet."
+    )
+    scopes: list[ScopeText] = Field(
+        min_length=1,
+        max_length=16,
+        description="admin, ingest, ingest:FAMILY, recommend:FAMILY, recommend:FAMILY/MEMBER or recommend:*.",
+    )
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. unknown_family.")
+    message: str = Field(description="What went wrong, for a person.")
+
+
+class Error(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class TokenInfo(BaseModel):
+    id: str
+    app: str
+    scopes: list[str]
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="The whole token; shown this once, stored only as a hash.")
+
+
+class EventResult(BaseModel):
+    index: int
+    status: str = Field(description="stored, duplicate or quarantined.")
+    reason: str | None = None
+    message: str | None = None
+
+
+class IngestResult(BaseModel):
+    stored: int
+    quarantined: int
+    results: list[EventResult]
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]

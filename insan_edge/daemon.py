@@ -32,13 +32,17 @@ from insan_edge.errors import (
 )
 from insan_edge.ingest import InboxTailer
 from insan_edge.intake import Intake
+from insan_edge.lan import Lan
 from insan_edge.logs import kv
+from insan_edge.metrics import RequestMetrics, render
 from insan_edge.modelfiles import ModelFile, resolve_model
 from insan_edge.personalization import Personalization
 from insan_edge.privacy import Scrubber
 from insan_edge.recommender import Recommender
+from insan_edge.scopes import parse_scope
 from insan_edge.status import daemon_status
 from insan_edge.store import Store
+from insan_edge.tokens import Tokens
 
 log = logging.getLogger("insan_edge.daemon")
 SHUTDOWN_GRACE = 10.0
@@ -70,6 +74,9 @@ class Daemon:
         self.tailer: InboxTailer | None = None
         self._ingest_stop = threading.Event()
         self._ingest_thread: threading.Thread | None = None
+        self.tokens: Tokens | None = None
+        self.request_metrics = RequestMetrics()
+        self.lan = Lan(lambda: self.loaded.config.system.lan, self.state_dir)
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -86,6 +93,7 @@ class Daemon:
             if self._stop.is_set():
                 return 0
             assert self.recommender is not None and self.personal is not None
+            assert self.tokens is not None
             backend = ApiBackend(
                 self.recommender,
                 self.status,
@@ -95,6 +103,10 @@ class Daemon:
                 self._export,
                 lambda limit: self.store.quarantine_rows(limit) if self.store else [],
                 self.personal,
+                self.tokens,
+                self._add_token,
+                self.request_metrics,
+                self._metrics_page,
             )
             runner = web.AppRunner(
                 build_app(backend),
@@ -107,6 +119,8 @@ class Daemon:
             await web.UnixSite(runner, str(self.socket_path)).start()
             own_socket = True
             os.chmod(self.socket_path, 0o660)
+            if self.loaded.config.system.lan.enabled:
+                await self.lan.start(backend, SHUTDOWN_GRACE)
             sdnotify.notify("READY=1\nSTATUS=serving")
             log.info(
                 kv(
@@ -130,6 +144,7 @@ class Daemon:
             if self.engine is not None:
                 self.engine.abort()  # an in-flight generation ends now, not when it is done
             self._stop_ingest()
+            await self.lan.close(SHUTDOWN_GRACE)  # the mDNS record is withdrawn first
             if self.personal is not None:  # the trainer saves a checkpoint and exits
                 await asyncio.to_thread(self.personal.stop, SHUTDOWN_GRACE)
             if runner is not None:
@@ -149,6 +164,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "insan-edge.db")
         self.store.sync_families(dict(config.families))
+        self.tokens = Tokens(self.store)
         sdnotify.notify("STATUS=preparing the model")
         self.model_file = await asyncio.to_thread(
             resolve_model, config.system.model.path, self.state_dir / "models"
@@ -316,6 +332,8 @@ class Daemon:
         for section in _RESTART_ONLY:
             if getattr(old.config.system, section) != getattr(new.config.system, section):
                 log.warning(kv("config.restart_needed", section=f"system.{section}"))
+        if self.lan.needs_restart(new.config.system.lan):
+            log.warning(kv("config.restart_needed", section="system.lan"))
         self.loaded = new
         self.scrubber = scrubber  # the deny-list follows the config's names
         self.config_loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -337,6 +355,28 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         return daemon_status(self)
+
+    def _metrics_page(self) -> str:
+        assert self.store is not None and self.personal is not None
+        with self.store.transaction() as db:
+            rows = db.query("SELECT status, COUNT(*) AS n FROM training_runs GROUP BY status")
+            runs = {r["status"]: r["n"] for r in rows}
+        registry = self.personal.registry
+        versions = {}
+        for family_id in self.loaded.config.families:
+            active = registry.active(family_id)
+            versions[family_id] = active.version if active else 0
+        return render(self.status(), self.request_metrics, runs, versions)
+
+    def _add_token(self, app: str, scopes: list[str]) -> dict[str, Any]:
+        """A new app token, once its scopes name only families and members of the config."""
+        assert self.tokens is not None
+        for scope in map(parse_scope, scopes):
+            if scope.family is not None:
+                self.loaded.config.family(scope.family, [scope.member] if scope.member else [])
+        made = self.tokens.add(app, scopes)
+        log.info(kv("lan.token_added", id=made["id"], app=made["app"], scopes=made["scopes"]))
+        return made
 
 
 def run(config_path: Path, state_dir: Path | None = None, socket_path: Path | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -14,6 +15,11 @@ from insan_edge.ingest_tables import iso_utc, utcnow
 from insan_edge.store import Store
 
 KEY_BYTES = 32
+
+
+def box_id(state_dir: Path) -> str:
+    """A public name for this box (announced on the LAN), derived from its key, not revealing it."""
+    return hashlib.sha256(b"insan-edge box id\0" + box_key(state_dir)).hexdigest()[:16]
 
 
 def box_key(state_dir: Path) -> bytes:

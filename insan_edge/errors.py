@@ -54,6 +54,31 @@ class BusyError(InsanEdgeError):
         self.retry_after = retry_after
 
 
+class UnauthorizedError(InsanEdgeError):
+    """No valid app token came with a request to the LAN gateway."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class ForbiddenError(InsanEdgeError):
+    """The token is valid but its scopes do not allow this request."""
+
+    code = "forbidden"
+    status = 403
+
+
+class RateLimitedError(InsanEdgeError):
+    """Too many requests from one token or address; retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelError(InsanEdgeError):
     """The model could not be found, verified, loaded or run."""
 

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from insan_edge.daemon import Daemon
 
 
+def _serving(d: Daemon, family_id: str) -> dict[str, Any]:
+    active = d.personal.registry.active(family_id) if d.personal else None
+    if active is None:
+        return {"version": "base", "adapter": None}
+    return {"version": f"v{active.version}", "adapter": active.key}
+
+
 def daemon_status(d: Daemon) -> dict[str, Any]:
     assert d.store is not None and d.recommender is not None and d.engine is not None
     config = d.loaded.config
@@ -53,7 +60,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
                     {"id": mid, "role": m.role.value, "age": m.age}
                     for mid, m in fam.members.items()
                 ],
-                "model": {"version": "base", "adapter": None},
+                "model": _serving(d, fid),
             }
             for fid, fam in config.families.items()
         ],
@@ -77,6 +84,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
         },
         "training": d.personal.status() if d.personal else None,
         "store": {"path": str(d.store.path), "schema_version": d.store.schema_version},
+        "lan": d.lan.status(),
         "ingest": {
             **d.store.ingest_counts(),
             "scrubbed_entities": scrubbed_entities(d.store),

@@ -185,8 +185,26 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4(db: sqlite_utils.Database) -> None:
+    # App tokens for the LAN gateway: only a hash of the secret is kept; revoked rows stay
+    # (revoked_at set) so the list shows what was cut off and when.
+    db.table("tokens").create(
+        {
+            "id": str,
+            "app": str,
+            "scopes": str,
+            "secret_sha256": str,
+            "created_at": str,
+            "last_used_at": str,
+            "revoked_at": str,
+        },
+        pk="id",
+        not_null={"app", "scopes", "secret_sha256", "created_at"},
+    )
+
+
 # Each entry moves the schema one version forward; never edit a released one, append.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 class Store(IngestTables):

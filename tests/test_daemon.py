@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from daemon_harness import family_config, start_daemon
 
-from insan_edge.client import ClientError, LocalClient
+from insan_edge.client import Busy, Client, ClientError, LocalClient
+from insan_edge.contracts import RecommendationRequest, RecommendationResponse
 
 
 def _raw(sock_path: Path, data: bytes) -> tuple[int, dict[str, Any]]:
@@ -306,6 +307,23 @@ def test_a_full_queue_answers_503_with_retry_after(daemon_factory, tiny_model_pa
     assert d.client.status()["requests"]["rejected_busy"] == 1
     worker.join(300)
     assert outcome and isinstance(outcome[0], dict)  # the first request was still answered
+
+
+def test_the_client_library_retries_a_503_until_the_model_is_free(
+    daemon_factory, tiny_model_path, tmp_path
+):  # type: ignore[no-untyped-def]
+    d, worker, outcome = _slow_daemon(daemon_factory, tiny_model_path, tmp_path)
+    with pytest.raises(Busy) as caught:  # no retries: the 503 reaches the caller
+        Client(d.socket, retries=0).recommend("testfam", {"count": 1})
+    assert caught.value.status == 503 and caught.value.retry_after >= 1
+    patient = Client(d.socket, retries=8, timeout=300)
+    started = time.monotonic()
+    answer = patient.recommend("testfam", RecommendationRequest(count=1))
+    assert isinstance(answer, RecommendationResponse) and answer.family == "testfam"
+    worker.join(300)
+    assert isinstance(outcome[0], dict)  # the first request was answered before the retry
+    assert time.monotonic() - started > 1  # it did wait
+    assert d.client.status()["requests"]["rejected_busy"] >= 2
 
 
 def test_sigterm_during_a_generation_stops_promptly(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]

@@ -223,6 +223,8 @@ def test_a_paused_run_continues_when_the_request_is_done(daemon_factory, trainab
     assert final["status"] == "promoted" and final["attempts"] == 1, final
     answer = d.client.recommend(FAMILY, {**ASK, "context": {"time_of_day": "evening"}})
     assert answer["model"]["version"] == "v1" and answer["model"]["adapter"]
+    [shown] = [f for f in d.client.status()["families"] if f["id"] == FAMILY]
+    assert shown["model"] == {"version": "v1", "adapter": answer["model"]["adapter"]}
 
     # What a parent sees and does from the command line.
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from insan_edge.config.base import ConfigModel
 from insan_edge.config.family import Rating
+from insan_edge.config.lan import LanSettings
 from insan_edge.config.training import GovernorSettings, TrainingSettings
 
 PRESETS: tuple[str, ...] = ("jetson", "development", "child-safe", "production")
@@ -244,4 +245,9 @@ class SystemSettings(ConfigModel):
     )
     api: ApiSettings = Field(
         default_factory=ApiSettings, title="API", description="Limits of the local API."
+    )
+    lan: LanSettings = Field(
+        default_factory=LanSettings,
+        title="LAN",
+        description="Access for apps on the home network: gateway, tokens' limits, TLS, mDNS.",
     )
