@@ -20,6 +20,7 @@ from insan_edge.api import ApiBackend, build_app
 from insan_edge.config.lan import LanSettings
 from insan_edge.discovery import Advertiser, txt_properties
 from insan_edge.duties import box_id
+from insan_edge.errors import InsanEdgeError
 from insan_edge.gateway import gateway_middleware
 from insan_edge.logs import kv
 from insan_edge.tls import fingerprint, make_certificate, server_context
@@ -49,12 +50,25 @@ class Lan:
         self.advertiser: Advertiser | None = None
         self.port: int | None = None
         self.fingerprint: str | None = None
+        self.error: str | None = None
         self.started_with: LanSettings | None = None
         self._reannounce: asyncio.Task[None] | None = None
 
     async def start(self, backend: ApiBackend, shutdown_timeout: float) -> None:
+        """Open the gateway; on failure (port taken, bad certificate) log and keep the box
+        serving on its socket: the error shows in status until a restart fixes it."""
         lan = self.settings()
         self.started_with = lan
+        try:
+            await self._start(lan, backend, shutdown_timeout)
+        except (OSError, InsanEdgeError) as exc:
+            detail = str(getattr(exc, "message", None) or exc)
+            self.error = f"the LAN gateway cannot start on {lan.host}:{lan.port}: {detail}"
+            log.error(kv("lan.failed", host=lan.host, port=lan.port, error=self.error))
+            await self.close(shutdown_timeout)
+            self.port = None
+
+    async def _start(self, lan: LanSettings, backend: ApiBackend, shutdown_timeout: float) -> None:
         ssl_context = None
         if lan.tls:
             cert, self.fingerprint = await asyncio.to_thread(
@@ -119,4 +133,5 @@ class Lan:
             "tls": bool(lan and lan.tls),
             "fingerprint": self.fingerprint,
             "advertised_as": self.advertiser.name if self.advertiser else None,
+            "error": self.error,
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import time
@@ -19,11 +20,14 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from insan_edge.config import Config
 from insan_edge.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
 from insan_edge.ingest_tables import utcnow
+from insan_edge.logs import kv
 from insan_edge.scopes import APP_PATTERN, Scope, parse_scope
 from insan_edge.store import Store
 
+log = logging.getLogger("insan_edge.tokens")
 PREFIX = "iet_"
 _ID = re.compile(r"^[0-9a-f]{8}$")
 _APP = re.compile(APP_PATTERN)
@@ -91,8 +95,9 @@ class Tokens:
         self.store = store
         self._used: dict[str, float] = {}
 
-    def add(self, app: str, scopes: Iterable[str]) -> dict[str, Any]:
-        """Make a token; the answer holds the only copy of the secret."""
+    def add(self, app: str, scopes: Iterable[str], config: Config | None = None) -> dict[str, Any]:
+        """Make a token; the answer holds the only copy of the secret. With ``config``, every
+        family and member a scope names must exist in it (a typo is an error, not a dead token)."""
         app = app.strip()
         if not _APP.match(app):
             raise BadRequestError(
@@ -101,6 +106,9 @@ class Tokens:
         parsed = list(dict.fromkeys(parse_scope(s) for s in scopes))
         if not parsed:
             raise BadRequestError("give the token at least one scope (--scope)")
+        for scope in parsed:
+            if config is not None and scope.family is not None:
+                config.family(scope.family, [scope.member] if scope.member else [])
         token_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)
         row = {
@@ -112,6 +120,7 @@ class Tokens:
         }
         with self.store.transaction() as db:
             db.table("tokens").insert(row)
+        log.info(kv("lan.token_added", id=token_id, app=app, scopes=row["scopes"]))
         return {**self._public(row), "token": f"{PREFIX}{token_id}_{secret}"}
 
     def list(self) -> list[dict[str, Any]]:
@@ -127,6 +136,7 @@ class Tokens:
             if rows[0]["revoked_at"] is None:
                 db.table("tokens").update(token_id, {"revoked_at": utcnow()})
                 rows = list(db.table("tokens").rows_where("id = ?", [token_id]))
+                log.info(kv("lan.token_revoked", id=token_id, app=rows[0]["app"]))
         return self._public(rows[0])
 
     def check(self, presented: str) -> Grant:

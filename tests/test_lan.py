@@ -8,6 +8,9 @@ import http.client
 import json
 import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -325,3 +328,29 @@ def test_oversized_and_malformed_requests_on_the_gateway_get_clear_4xx(box: Box)
     long_field = {**ASK, "context": {"activity": "y" * 65}}
     assert box.call("POST", "/v1/families/testfam/recommendations", token, long_field)[0] == 422
     assert box.daemon.client.health()["status"] == "ok"
+
+
+def test_a_taken_port_leaves_the_box_serving_on_its_socket(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = lan_config(tiny_model_path, tmp_path, f"taken {uuid.uuid4().hex[:8]}", port=port)
+        d = start_daemon(tmp_path, cfg)
+        try:
+            deadline = time.monotonic() + 30
+            while not (lan := d.client.status()["lan"])["error"]:
+                assert time.monotonic() < deadline, d.log()
+                time.sleep(0.1)
+            assert f"127.0.0.1:{port}" in lan["error"] and lan["port"] is None
+            assert d.client.recommend("testfam", ASK)["items"]  # the socket still serves
+            shown = subprocess.run(
+                [sys.executable, "-m", "insan_edge.cli", "status", "--socket", str(d.socket)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert "lan: NOT SERVING" in shown.stdout, shown
+            assert "lan.failed" in d.log()
+        finally:
+            assert d.stop() == 0, d.log()
