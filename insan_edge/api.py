@@ -51,6 +51,8 @@ class ApiBackend:
     add_token: Callable[[str, list[str]], dict[str, Any]]
     request_metrics: RequestMetrics
     metrics_page: Callable[[], str]
+    alerts: Callable[[], list[dict[str, Any]]]
+    acknowledge: Callable[[int], dict[str, Any]]
 
 
 # App traffic that means the family is using the box: training pauses for it.
@@ -270,6 +272,20 @@ def build_app(
     async def revoke_token(request: web.Request) -> web.Response:
         token_id = request.match_info["token"]
         return web.json_response(await asyncio.to_thread(backend.tokens.revoke, token_id))
+
+    @routes.get("/v1/alerts", name="alerts")
+    async def alerts(request: web.Request) -> web.Response:
+        return web.json_response({"alerts": await asyncio.to_thread(backend.alerts)})
+
+    @routes.post("/v1/alerts/{alert}/acknowledge", name="acknowledge_alert")
+    async def acknowledge_alert(request: web.Request) -> web.Response:
+        try:
+            alert_id = int(request.match_info["alert"])
+        except ValueError:
+            alert_id = 0
+        if not 1 <= alert_id < 2**63:  # SQLite's integers: a larger one cannot be an alert
+            raise BadRequestError("an alert id is a whole number from 1 (see GET /v1/alerts)")
+        return web.json_response(await asyncio.to_thread(backend.acknowledge, alert_id))
 
     @routes.get("/metrics", name="metrics")
     async def metrics(request: web.Request) -> web.Response:

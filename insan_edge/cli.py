@@ -77,6 +77,15 @@ def _print_status(s: dict[str, Any]) -> None:
     print(
         f"insan-edge {s['version']}, up {s['uptime_seconds']:.0f} s, config {s['config']['path']} (preset {s['config']['preset']})"
     )
+    alerts = s.get("alerts") or {}
+    if alerts.get("open"):
+        a = alerts["latest"]
+        print(f"ALERT: {alerts['open']} crisis alert(s) waiting for a parent; latest: "
+              f"{a['signal']} signal from {a['family_id']}/{a['member_id']} at {a['created_at']} "
+              f"(GET /v1/alerts; acknowledge with POST /v1/alerts/ID/acknowledge)")  # fmt: skip
+    topics = s.get("topics") or {}
+    if topics.get("error"):
+        print(f"topic model: NOT RUNNING ({topics['error']}); topics are matched by keywords only")
     if s["config"]["last_reload_error"]:
         print("  last config edit was REJECTED (the previous config is still running):")
         for problem in s["config"]["last_reload_error"]:
@@ -113,7 +122,9 @@ def _print_status(s: dict[str, Any]) -> None:
             if why:
                 print(f"  {fid} is due: {why}")
     lan = s.get("lan") or {}
-    if lan.get("enabled"):
+    if lan.get("error"):
+        print(f"lan: NOT SERVING: {lan['error']}")
+    elif lan.get("enabled"):
         tls = f"TLS, sha256 {lan['fingerprint']}" if lan["tls"] else "no TLS"
         name = f"; announced as '{lan['advertised_as']}'" if lan["advertised_as"] else ""
         print(f"lan: gateway on port {lan['port']} ({tls}){name}")

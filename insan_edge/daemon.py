@@ -23,6 +23,7 @@ from aiohttp import web
 from insan_edge import __version__, sdnotify
 from insan_edge.api import ApiBackend, build_app
 from insan_edge.config import LoadedConfig, load_config
+from insan_edge.crisis import CrisisWatch, acknowledge, open_alerts
 from insan_edge.duties import box_key, expire, export, forget
 from insan_edge.engine import Engine
 from insan_edge.errors import (
@@ -34,12 +35,12 @@ from insan_edge.ingest import InboxTailer
 from insan_edge.intake import Intake
 from insan_edge.lan import Lan
 from insan_edge.logs import kv
+from insan_edge.meaning import TopicService
 from insan_edge.metrics import RequestMetrics, render
 from insan_edge.modelfiles import ModelFile, resolve_model
 from insan_edge.personalization import Personalization
 from insan_edge.privacy import Scrubber
 from insan_edge.recommender import Recommender
-from insan_edge.scopes import parse_scope
 from insan_edge.status import daemon_status
 from insan_edge.store import Store
 from insan_edge.tokens import Tokens
@@ -77,6 +78,7 @@ class Daemon:
         self.tokens: Tokens | None = None
         self.request_metrics = RequestMetrics()
         self.lan = Lan(lambda: self.loaded.config.system.lan, self.state_dir)
+        self.topics = TopicService(self.state_dir / "models")
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -93,7 +95,8 @@ class Daemon:
             if self._stop.is_set():
                 return 0
             assert self.recommender is not None and self.personal is not None
-            assert self.tokens is not None
+            assert self.tokens is not None and self.store is not None
+            store, store_tokens = self.store, self.tokens
             backend = ApiBackend(
                 self.recommender,
                 self.status,
@@ -101,12 +104,14 @@ class Daemon:
                 self._submit_events,
                 self._forget,
                 self._export,
-                lambda limit: self.store.quarantine_rows(limit) if self.store else [],
+                store.quarantine_rows,
                 self.personal,
                 self.tokens,
-                self._add_token,
+                lambda app, scopes: store_tokens.add(app, scopes, self.loaded.config),
                 self.request_metrics,
                 self._metrics_page,
+                lambda: open_alerts(store),
+                lambda alert_id: acknowledge(store, alert_id),
             )
             runner = web.AppRunner(
                 build_app(backend),
@@ -173,16 +178,21 @@ class Daemon:
         self.personal = Personalization(
             self.store, self.engine, lambda: self.loaded, self.model_file.path, self.state_dir
         )
+        sdnotify.notify("STATUS=preparing the topic model")
+        await asyncio.to_thread(self.topics.start, config)
         self.recommender = Recommender(
-            self.engine, self.store, lambda: self.loaded, self.personal.adapters
-        )
+            self.engine, self.store, lambda: self.loaded, self.personal.adapters,
+            lambda: self.topics.index,
+        )  # fmt: skip
         self.recommender.load_forced_grammar()
         self.scrubber = await asyncio.to_thread(
             Scrubber, dict(config.families), config.system.privacy.spacy_model
         )
+        watch = CrisisWatch(self.store, lambda: self.loaded.config, lambda: self.topics.crisis)
         self.intake = Intake(
-            self.store, lambda: self.loaded.config, self._current_scrubber, box_key(self.state_dir)
-        )
+            self.store, lambda: self.loaded.config, self._current_scrubber,
+            box_key(self.state_dir), watch.scan,
+        )  # fmt: skip
         self._start_ingest()
 
     def _current_scrubber(self) -> Scrubber:
@@ -341,6 +351,7 @@ class Daemon:
         logging.getLogger().setLevel(new.config.system.log_level.upper())
         if self.store is not None:
             self.store.sync_families(dict(new.config.families))
+        await asyncio.to_thread(self.topics.rebuild, new.config)
         if self.recommender is not None:
             self.recommender.reset()
             self.recommender.load_forced_grammar()
@@ -367,16 +378,6 @@ class Daemon:
             active = registry.active(family_id)
             versions[family_id] = active.version if active else 0
         return render(self.status(), self.request_metrics, runs, versions)
-
-    def _add_token(self, app: str, scopes: list[str]) -> dict[str, Any]:
-        """A new app token, once its scopes name only families and members of the config."""
-        assert self.tokens is not None
-        for scope in map(parse_scope, scopes):
-            if scope.family is not None:
-                self.loaded.config.family(scope.family, [scope.member] if scope.member else [])
-        made = self.tokens.add(app, scopes)
-        log.info(kv("lan.token_added", id=made["id"], app=made["app"], scopes=made["scopes"]))
-        return made
 
 
 def run(config_path: Path, state_dir: Path | None = None, socket_path: Path | None = None) -> int:

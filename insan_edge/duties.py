@@ -52,6 +52,7 @@ def forget(store: Store, family_id: str, member_id: str | None) -> dict[str, Any
     args = [family_id, member_id] if member_id else [family_id]
     with store.transaction() as db:
         deleted = db.conn.execute(f"DELETE FROM interactions WHERE {where}", args).rowcount
+        db.conn.execute(f"DELETE FROM alerts WHERE {where}", args)
         marked = db.conn.execute(
             "UPDATE model_versions SET needs_retraining = 1 WHERE family_id = ? "
             "AND status IN ('candidate', 'active', 'retired', 'refused', 'rolled_back')",

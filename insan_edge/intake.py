@@ -129,16 +129,20 @@ class Intake:
         get_config: Callable[[], Config],
         get_scrubber: Callable[[], TextScrubber],
         key: bytes,
+        watch: Callable[[list[dict[str, Any]]], object] = lambda rows: None,
     ) -> None:
         self.store = store
         self.get_config = get_config
         self.get_scrubber = get_scrubber
         self.key = key
+        self.watch = watch  # sees each new scrubbed row (crisis signals)
 
     def scrub_for_inbox(
         self, family_id: str, events: list[InteractionEvent]
     ) -> list[dict[str, Any]]:
-        return scrub_events(self.get_scrubber(), family_id, events, "inbox", self.key)
+        rows = scrub_events(self.get_scrubber(), family_id, events, "inbox", self.key)
+        self.watch(rows)
+        return rows
 
     def submit(self, items: Sequence[Any]) -> dict[str, Any]:
         config = self.get_config()
@@ -177,9 +181,13 @@ class Intake:
         known = known_event_hashes(self.store, [r["event_hash"] for r in rows])
         self.store.add_interactions(rows, rejects)
         seen: set[str] = set()
+        new = []
         for i, row in zip(order, rows, strict=True):
             duplicate = row["event_hash"] in known or row["event_hash"] in seen
             seen.add(row["event_hash"])
             results[i] = {"index": i, "status": "duplicate" if duplicate else "stored"}
+            if not duplicate:
+                new.append(row)
+        self.watch(new)
         stored = sum(r["status"] == "stored" for r in results)
         return {"stored": stored, "quarantined": len(rejects), "results": results}

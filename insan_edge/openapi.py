@@ -186,6 +186,21 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/models": {"get": _op("Model versions of every family (admin)")},
         "/v1/models/validate": {"post": _op("Check every adapter file (admin)")},
+        "/v1/alerts": {"get": _op("Crisis alerts not yet acknowledged (admin)")},
+        "/v1/alerts/{alert}/acknowledge": {
+            "post": _op(
+                "A parent has seen the alert (admin)",
+                errors=("400", *_FAMILY),
+                query=[
+                    {
+                        "name": "alert",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    }
+                ],
+            )
+        },
         "/v1/tokens": {
             "get": _op("App tokens, without their secrets (admin)", _ref("TokenList")),
             "post": _op(

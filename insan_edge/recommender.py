@@ -32,7 +32,7 @@ from insan_edge.errors import (
 )
 from insan_edge.logs import kv
 from insan_edge.prompts import output_schema, plan_prompt, token_budget
-from insan_edge.safety import allowed_categories, check_item
+from insan_edge.safety import Meaning, allowed_categories, check_item, estimated_rating
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
@@ -90,8 +90,10 @@ class Recommender:
         store: Store,
         get_config: Callable[[], LoadedConfig],
         adapters: AdapterBook | None = None,
+        meaning: Callable[[], Meaning | None] = lambda: None,
     ) -> None:
         self.engine = engine
+        self.meaning = meaning  # the topic model, when it runs
         self.adapters = adapters
         self.store = store
         self.get_config = get_config
@@ -208,6 +210,7 @@ class Recommender:
                 members=targets,
                 settings=safety,
                 at=at,
+                meaning=self.meaning(),
             )
             for i in response.items
         )
@@ -297,6 +300,16 @@ class Recommender:
                         finish=out.finish_reason,
                         tokens=out.completion_tokens,
                     )
+                )
+            meaning = self.meaning()
+            if (
+                meaning is not None and raw
+            ):  # one batch for the topic model; _vet then hits its cache
+                meaning.flags(
+                    [
+                        f"{_clean(c.get('title', ''))}. {_clean(c.get('description', ''))}"
+                        for c in raw
+                    ]
                 )
             for candidate in raw:
                 generated += 1
@@ -391,6 +404,7 @@ class Recommender:
             return None, [("malformed", None, "the model wrote an incomplete item")]
         if title.casefold() in seen:
             return None, [("duplicate", None, "the same title was already suggested")]
+        meaning = self.meaning()
         violations = check_item(
             title=title,
             description=description,
@@ -400,15 +414,20 @@ class Recommender:
             members=targets,
             settings=system.safety,
             at=at,
+            meaning=meaning,
         )
         if violations:
             return None, [(v.rule, v.member, v.message) for v in violations]
         seen.add(title.casefold())
+        text = f"{title}. {description}"
+        reading = meaning.flags([text])[0] if meaning is not None else None
         return Item(
             title=title,
             description=description,
             category=category,
-            content_rating=rating,
+            content_rating=estimated_rating(
+                text, rating, reading
+            ),  # never lower than the box's own
             for_members=list(targets),
             reason=_clean(candidate.get("reason", "")),
         ), []

@@ -1,8 +1,9 @@
 """The family policy, applied to every item before it leaves the daemon.
 
 Checks an item against each target member: content rating (the stricter of what the item
-claims and what its words suggest), blocked and avoided topics (keywords with a built-in
-synonym table), and time restrictions. Returns every rule that fired, in words a parent reads.
+claims and what its words and meaning suggest), blocked and avoided topics (keywords with a
+built-in synonym table, and the topic model's reading of the meaning when it runs), and time
+restrictions. Returns every rule that fired, in words a parent reads.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from insan_edge.config.family import CATEGORIES, RATINGS, Family, Member, SafetyLevel
 from insan_edge.config.system import SafetySettings
+from insan_edge.topics import BUILTIN, Reading, canonical
 
 # Words that stand for a topic a parent names. A topic not listed matches its own words.
 TOPIC_WORDS: dict[str, tuple[str, ...]] = {
@@ -222,14 +225,52 @@ def topic_hits(text: str, topics: Iterable[str]) -> list[str]:
     return [t for t in topics if topic_pattern(t).search(lowered)]
 
 
-def estimated_rating(text: str, claimed: str) -> str:
-    """The item's rating: never lower than its words suggest (claims are not trusted)."""
+# The same floors for topics found by meaning (the topic model's names).
+MEANING_FLOOR: dict[str, str] = {
+    "sexual content": "R", "self-harm": "R", "hate": "R", "drugs and alcohol": "PG-13",
+    "violence": "PG-13", "horror": "PG-13", "weapons": "PG-13", "gambling": "PG-13",
+}  # fmt: skip
+
+
+class Meaning(Protocol):
+    """What the topic model reads in texts (see ``topics.TopicIndex``)."""
+
+    def flags(self, texts: Sequence[str]) -> list[Reading]: ...
+
+
+def _confirmed(topic: str, reading: Reading | None) -> bool:
+    """A keyword match stands unless the model, reading the whole text, disagrees."""
+    key = canonical(topic)
+    return reading is None or key not in BUILTIN or key in reading.weak
+
+
+def estimated_rating(text: str, claimed: str, reading: Reading | None = None) -> str:
+    """The item's rating: never lower than its words or its meaning suggest (claims are not
+    trusted); ``reading`` is what the topic model found in it, when it runs."""
     floor = "G"
     lowered = text.lower()
     for topic, minimum in RATING_FLOOR:
-        if rank(minimum) > rank(floor) and topic_pattern(topic).search(lowered):
+        if (
+            rank(minimum) > rank(floor)
+            and topic_pattern(topic).search(lowered)
+            and _confirmed(topic, reading)
+        ):
+            floor = minimum
+    for topic in reading.strong if reading else {}:
+        minimum = MEANING_FLOOR.get(topic, "G")
+        if rank(minimum) > rank(floor):
             floor = minimum
     return max(claimed if claimed in RATINGS else "R", floor, key=rank)
+
+
+def _topics_found(text: str, topics: Sequence[str], reading: Reading | None) -> dict[str, str]:
+    """Of ``topics`` (as a parent wrote them), those the item is on, each with how it was found."""
+    found = {t: "" for t in topic_hits(text, topics) if _confirmed(t, reading)}
+    for t in topics:
+        score = reading.strong.get(canonical(t)) if reading else None
+        if score is not None and t not in found:
+            found[t] = f" (by meaning, {score:.2f})"
+    return found
 
 
 @dataclass(frozen=True)
@@ -255,17 +296,20 @@ def check_item(
     members: Sequence[str],
     settings: SafetySettings,
     at: datetime,
+    meaning: Meaning | None = None,
 ) -> list[Violation]:
     """Every rule the item breaks for any of ``members`` (ids in ``family``) at local time ``at``.
 
+    Topics are matched by keywords and, with ``meaning`` (the topic model), by meaning too.
     Messages name members by id, never by name: they go into the audit log.
     """
     text = f"{title}. {description}"
+    reading = meaning.flags([text])[0] if meaning is not None else None
     out: list[Violation] = []
-    rating = estimated_rating(text, content_rating)
-    blocked = topic_hits(text, family.safety.blocked_topics)
-    for topic in blocked:
-        out.append(Violation("blocked_topic", None, f"blocked topic for the family: {topic}"))
+    rating = estimated_rating(text, content_rating, reading)
+    blocked = _topics_found(text, family.safety.blocked_topics, reading)
+    for topic, how in blocked.items():
+        out.append(Violation("blocked_topic", None, f"blocked topic for the family: {topic}{how}"))
     for member_id in members:
         member = family.members[member_id]
         limit = member_rating_limit(member, family, settings)
@@ -278,10 +322,12 @@ def check_item(
                     f"rated {rating}{claimed}, {member_id}'s limit is {limit}",
                 )
             )
-        for topic in topic_hits(text, member.avoided_topics):
+        for topic, how in _topics_found(text, member.avoided_topics, reading).items():
             if topic not in blocked:
                 out.append(
-                    Violation("avoided_topic", member_id, f"{member_id} avoids the topic: {topic}")
+                    Violation(
+                        "avoided_topic", member_id, f"{member_id} avoids the topic: {topic}{how}"
+                    )
                 )
         out.extend(_time_violations(family, member_id, category, at))
     return out

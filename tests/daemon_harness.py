@@ -27,6 +27,8 @@ def family_config(
     model_settings.update(system.pop("model", {}))
     # Training stays off unless a test turns it on: a trainer must not start behind its back.
     system.setdefault("training", {"enabled": False})
+    # The topic model (an ONNX export per state dir) only where a test is about it.
+    system.setdefault("safety", {"topic_model": False})
     return {
         "system": {
             "preset": "development",

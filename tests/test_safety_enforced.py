@@ -118,3 +118,78 @@ def test_everyone_present_must_pass(forced_daemon):  # type: ignore[no-untyped-d
     assert answer["members"] == ["pat", "kim"]
     assert [i["title"] for i in answer["items"]] == ["Cartoon marathon", "Paper rocket craft"]
     assert all(i["for_members"] == ["pat", "kim"] for i in answer["items"])
+
+
+VIOLENT_IN_MEANING_ONLY = [
+    {"title": "The Long Winter", "description": "Soldiers starve and freeze through the siege of Leningrad.",
+     "category": "movie", "content_rating": "G", "reason": "history"},
+    {"title": "The Last Round", "description": "A boxer is beaten half to death in an underground ring.",
+     "category": "movie", "content_rating": "G", "reason": "sports"},
+]  # fmt: skip
+NEAR_MISSES = [
+    {"title": "Violet's birthday party", "description": "Party games, balloons and a chocolate cake.",
+     "category": "activity", "content_rating": "G", "reason": "fun"},
+    {"title": "Fight the germs", "description": "A cartoon about washing hands before dinner.",
+     "category": "show", "content_rating": "G", "reason": "healthy habits"},
+]  # fmt: skip
+
+
+def test_a_child_with_violence_blocked_never_gets_violence_its_words_do_not_name(
+    daemon_factory, tiny_model_path, tmp_path
+):  # type: ignore[no-untyped-def]
+    """The model can only propose violent items without a violent word, and harmless ones that
+    sound close; the topic model drops the first and serves the rest. (Two known misses, one
+    each way, are the strict xfails below.)"""
+    grammar = _forcing_grammar(tmp_path / "force.gbnf", [*VIOLENT_IN_MEANING_ONLY, *NEAR_MISSES])
+    cfg = family_config(tiny_model_path, tmp_path / "s", tmp_path / "x.sock",
+                        model={"grammar_file": str(grammar), "context_length": 4096},
+                        safety={"topic_model": True})  # fmt: skip
+    d = daemon_factory(cfg)
+    topics = d.client.status()["topics"]
+    assert topics["enabled"] and topics["device"] == "cpu" and topics["error"] is None
+    answer = d.client.recommend("testfam", {"member": "kim", "count": 2,
+                                            "context": {"at": "2026-11-24T10:00:00"}})  # fmt: skip
+    assert sorted(i["title"] for i in answer["items"]) == sorted(n["title"] for n in NEAR_MISSES)
+    rows = _audit(d.state_dir, answer["request_id"])
+    dropped = {
+        r[3]["title"]: r[3]["message"]
+        for r in rows
+        if r[0] == "item_dropped" and r[1] == "blocked_topic"
+    }
+    assert set(dropped) == {v["title"] for v in VIOLENT_IN_MEANING_ONLY}, rows
+    assert all("violence (by meaning" in m for m in dropped.values()), dropped
+    # A blocked topic is blocked for the whole family: the parent does not get them either.
+    parent = d.client.recommend(
+        "testfam", {"member": "pat", "count": 6, "context": {"at": "2026-11-24T10:00:00"}}
+    )
+    assert not {i["title"] for i in parent["items"]} & set(dropped)
+
+
+@pytest.mark.xfail(strict=True, reason="violence recall is 0.46 on the held-out set: a story of mob "
+                   "revenge without a violent word scores 0.38 against a 0.405 threshold")  # fmt: skip
+def test_known_miss_a_mob_revenge_story_is_not_read_as_violence(tmp_path):  # type: ignore[no-untyped-def]
+    from insan_edge.topic_model import Embedder, ensure_model
+    from insan_edge.topics import TopicIndex, load_calibration
+
+    c = load_calibration()
+    index = TopicIndex(Embedder(ensure_model(tmp_path).parent, device="cpu").embed, ["violence"],
+                       c.thresholds, c.keyword_floors)  # fmt: skip
+    [reading] = index.flags(
+        ["Family Business. A mob family settles scores with its rivals in 1930s Chicago."]
+    )
+    assert "violence" in reading.strong
+
+
+@pytest.mark.xfail(strict=True, reason="over-blocking: a garden treasure hunt for chocolate coins reads "
+                   "as gambling (0.46 against 0.40), so its estimated rating rises to PG-13")  # fmt: skip
+def test_known_miss_a_treasure_hunt_is_not_read_as_gambling(tmp_path):  # type: ignore[no-untyped-def]
+    from insan_edge.topic_model import Embedder, ensure_model
+    from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
+
+    c = load_calibration()
+    index = TopicIndex(Embedder(ensure_model(tmp_path).parent, device="cpu").embed, list(BUILTIN),
+                       c.thresholds, c.keyword_floors)  # fmt: skip
+    [reading] = index.flags(
+        ["Pirate treasure hunt. Follow the map round the garden to find chocolate coins."]
+    )
+    assert reading.strong == {}

@@ -53,6 +53,12 @@ class PrivacySettings(ConfigModel):
         title="Largest event",
         description="A longer event line is quarantined unread.",
     )
+    crisis_hook: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        title="Crisis alert command",
+        description="A command run when a child's message signals self-harm or abuse, e.g. [/usr/local/bin/notify-parents]; it gets the alert in INSAN_EDGE_ALERT_* variables, never the text.",
+    )
 
 
 class ModelSettings(ConfigModel):
@@ -177,6 +183,16 @@ class SafetySettings(ConfigModel):
         default=False,
         title="Children always strict",
         description="Treat every child as safety level 'strict'.",
+    )
+    topic_model: bool = Field(
+        default=True,
+        title="Topics by meaning",
+        description="Also match blocked and avoided topics by meaning (a small sentence model), not only by keywords.",
+    )
+    topic_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        title="Topic model device",
+        description="Where the topic model runs: auto uses the GPU when onnxruntime has CUDA, else the CPU.",
     )
 
 

@@ -1,0 +1,123 @@
+"""Topics by meaning on the real model (all-MiniLM-L6-v2 on onnxruntime), judged on the
+labelled set: the shipped thresholds, precision and recall per topic, and the safety rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from insan_edge.config import parse_config
+from insan_edge.config.system import SafetySettings
+from insan_edge.safety import check_item, estimated_rating
+from insan_edge.topic_eval import load_labelled, report, split
+from insan_edge.topic_model import Embedder, ensure_model
+from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
+
+DATA = Path(__file__).parent / "data" / "topics.jsonl"
+# Floors on the held-out half (odd lines), keywords plus the model. Measured at calibration
+# (see insan_edge/data/topic_thresholds.json); set a little below, so noise cannot fail them
+# but a real regression does.
+# Measured (keywords+model, held-out): precision / recall
+#   violence 0.56/0.46, sexual content 0.95/0.79, self-harm 0.61/0.48, drugs and alcohol 0.83/0.58,
+#   gambling 0.67/0.78, horror 0.68/0.62, weapons 0.64/0.57, hate 0.95/0.73
+# Keywords alone: recall 0.17 to 0.35 per topic. The model's output is deterministic; the floors
+# sit 0.05 under the measurement.
+MEASURED = {
+    "violence": (0.56, 0.46), "sexual content": (0.95, 0.79), "self-harm": (0.61, 0.48),
+    "drugs and alcohol": (0.83, 0.58), "gambling": (0.67, 0.78), "horror": (0.68, 0.62),
+    "weapons": (0.64, 0.57), "hate": (0.95, 0.73),
+}  # fmt: skip
+PRECISION_FLOOR = {t: p - 0.05 for t, (p, _) in MEASURED.items()}
+RECALL_FLOOR = {t: r - 0.05 for t, (_, r) in MEASURED.items()}
+
+
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
+    onnx = ensure_model(tmp_path_factory.mktemp("topics"))
+    yield Embedder(onnx.parent, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def index(embedder: Embedder) -> TopicIndex:
+    calibration = load_calibration()
+    return TopicIndex(
+        embedder.embed, list(BUILTIN), calibration.thresholds, calibration.keyword_floors
+    )
+
+
+def test_the_labelled_set_is_big_and_varied_enough() -> None:
+    rows = load_labelled(DATA)
+    assert len(rows) >= 300
+    for topic in BUILTIN:
+        assert sum(topic in r.topics for r in rows) >= 30, topic
+    assert sum(r.hard and not r.topics for r in rows) >= 50
+    assert len({r.text for r in rows}) == len(rows)
+
+
+def test_precision_and_recall_per_topic_hold_their_floors(index: TopicIndex) -> None:
+    _, held = split(load_labelled(DATA))
+    result = report(
+        held, index.scores([r.text for r in held]), index.thresholds, index.keyword_floors
+    )
+    lines = []
+    for topic in BUILTIN:
+        r = result[topic]
+        kw, both = r["keywords"], r["keywords+model"]
+        lines.append(f"{topic:<18} keywords P {kw['precision']:.2f} R {kw['recall']:.2f} | "
+                     f"+model P {both['precision']:.2f} R {both['recall']:.2f} (n={r['positives']})")  # fmt: skip
+    print("\n".join(lines))
+    for topic in BUILTIN:
+        both = result[topic]["keywords+model"]
+        assert both["recall"] >= RECALL_FLOOR[topic], (topic, result[topic])
+        assert both["precision"] >= PRECISION_FLOOR[topic], (topic, result[topic])
+        assert both["recall"] >= result[topic]["keywords"]["recall"] + 0.2, (topic, result[topic])
+    everything = result["_all"]
+    assert everything["keywords+model"]["recall"] > everything["keywords"]["recall"] + 0.3
+    assert everything["keywords+model"]["precision"] >= everything["keywords"]["precision"] - 0.02
+    # Hard negatives (harmless, with risky words): 19 of 72 flagged by keywords, 21 with the model.
+    assert everything["hard_negatives_flagged"] <= 24
+
+
+def test_the_shipped_thresholds_belong_to_this_model(tmp_path: Path) -> None:
+    calibration = load_calibration()
+    assert set(calibration.thresholds) == set(BUILTIN)
+    onnx = ensure_model(tmp_path)
+    import json
+
+    assert json.loads(onnx.with_suffix(".json").read_text())["sha256"] == calibration.model_sha256
+
+
+FAMILY_YAML = """
+families:
+  fam:
+    members:
+      kid: {name: Kid, age: 9, role: child}
+      mum: {name: Mum, age: 40, role: parent}
+    safety:
+      max_content_rating: R
+      blocked_topics: [violence]
+"""
+
+
+def _check(index: TopicIndex, title: str, description: str, rating: str = "G") -> list[str]:
+    config = parse_config(FAMILY_YAML, "test.yaml").config
+    family = config.families["fam"]
+    found = check_item(title=title, description=description, category="movie",
+                       content_rating=rating, family=family, members=["kid"],
+                       settings=SafetySettings(), at=datetime(2026, 6, 6, 10), meaning=index)  # fmt: skip
+    return [v.message for v in found]
+
+
+def test_meaning_catches_what_keywords_miss_and_spares_near_misses(index: TopicIndex) -> None:
+    caught = _check(index, "The Long Winter", "soldiers starving through the siege of Leningrad")
+    assert any("blocked topic for the family: violence (by meaning" in m for m in caught), caught
+    assert _check(index, "Violet's birthday", "party games, balloons and a chocolate cake") == []
+    assert _check(index, "Shooting stars", "stay up late to watch the meteor shower") == []
+    # The rating the item claims is not trusted above what its meaning says.
+    text = "A gangster saga: a family of mobsters settles scores in 1930s Chicago"
+    [reading] = index.flags([text])
+    assert estimated_rating(text, "G", reading) != "G"
+    assert estimated_rating(text, "G") == "G"  # the words alone would have let it through
