@@ -96,7 +96,15 @@ class CrisisWatch:
         self.get_index = get_index
 
     def scan(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Alerts for the stored rows (scrubbed) of child members; each one recorded."""
+        """Alerts for the stored rows (scrubbed) of child members; each one recorded. A failure
+        here is logged and never stops ingest (the events are stored either way)."""
+        try:
+            return self._scan(rows)
+        except Exception:
+            log.exception(kv("crisis.scan_failed", rows=len(rows)))
+            return []
+
+    def _scan(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         config = self.get_config()
         mine = []
         for row in rows:
@@ -148,9 +156,8 @@ def _run_hook(argv: list[str], alert: dict[str, Any]) -> None:
 
 def open_alerts(store: Store, family_id: str | None = None) -> list[dict[str, Any]]:
     where, args = ("AND family_id = ?", [family_id]) if family_id else ("", [])
-    with store.transaction() as db:
-        sql = f"SELECT * FROM alerts WHERE acknowledged_at IS NULL {where} ORDER BY id DESC"
-        return [dict(r) for r in db.query(sql, args)]
+    sql = f"SELECT * FROM alerts WHERE acknowledged_at IS NULL {where} ORDER BY id DESC"
+    return store.read(sql, args)
 
 
 def acknowledge(store: Store, alert_id: int) -> dict[str, Any]:

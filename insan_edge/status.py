@@ -15,11 +15,20 @@ if TYPE_CHECKING:
     from insan_edge.daemon import Daemon
 
 
-def _serving(d: Daemon, family_id: str) -> dict[str, Any]:
-    active = d.personal.registry.active(family_id) if d.personal else None
-    if active is None:
-        return {"version": "base", "adapter": None}
-    return {"version": f"v{active.version}", "adapter": active.key}
+def _serving(d: Daemon) -> dict[str, dict[str, Any]]:
+    """The active adapter per family (a read, not a transaction: status is polled often)."""
+    assert d.store is not None
+    rows = d.store.read(
+        "SELECT family_id, version, sha256 FROM model_versions WHERE status = 'active'"
+    )
+    # The same key as registry.ModelVersion.key: family, version and content.
+    return {
+        r["family_id"]: {
+            "version": f"v{r['version']}",
+            "adapter": f"{r['family_id']}/v{r['version']}/{(r['sha256'] or '')[:12]}",
+        }
+        for r in rows
+    }
 
 
 def _alerts(d: Daemon) -> dict[str, Any]:
@@ -38,6 +47,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
     safety = d.store.safety_counts()
     checked = safety["items_served"] + safety["items_dropped"]
     counters = d.recommender.counters
+    serving = _serving(d)
     return {
         "version": __version__,
         "uptime_seconds": round(time.monotonic() - d.started, 1),
@@ -69,7 +79,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
                     {"id": mid, "role": m.role.value, "age": m.age}
                     for mid, m in fam.members.items()
                 ],
-                "model": _serving(d, fid),
+                "model": serving.get(fid, {"version": "base", "adapter": None}),
             }
             for fid, fam in config.families.items()
         ],

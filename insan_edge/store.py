@@ -289,6 +289,11 @@ class Store(IngestTables):
         with self._lock:
             self.db.conn.close()
 
+    def read(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of one query, without opening a write transaction (status pages, checks)."""
+        with self._lock:
+            return [dict(r) for r in self.db.query(sql, list(args))]
+
     # families ------------------------------------------------------------------------------
 
     def sync_families(self, families: dict[str, Family]) -> None:

@@ -124,8 +124,7 @@ class Tokens:
         return {**self._public(row), "token": f"{PREFIX}{token_id}_{secret}"}
 
     def list(self) -> list[dict[str, Any]]:
-        with self.store.transaction() as db:
-            rows = list(db.table("tokens").rows_where(order_by="created_at"))
+        rows = self.store.read("SELECT * FROM tokens ORDER BY created_at")
         return [self._public(r) for r in rows]
 
     def revoke(self, token_id: str) -> dict[str, Any]:
@@ -146,8 +145,7 @@ class Tokens:
         token_id, sep, secret = presented[len(PREFIX) :].partition("_")
         if not sep or not _ID.match(token_id):
             raise UnauthorizedError("malformed")
-        with self.store.transaction() as db:
-            rows = list(db.table("tokens").rows_where("id = ?", [token_id]))
+        rows = self.store.read("SELECT * FROM tokens WHERE id = ?", [token_id])
         if not rows or not hmac.compare_digest(rows[0]["secret_sha256"], _hash(secret)):
             raise UnauthorizedError("unknown")
         row = rows[0]
