@@ -69,8 +69,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         onnx = ensure_model(Path(tmp))
         embedder = Embedder(onnx.parent, device="cpu", threads=args.threads, cache_size=1)
-        index = TopicIndex(lambda t: embedder.embed(t, batch_size=32), list(BUILTIN),
-                           calibration.thresholds, calibration.keyword_floors)  # fmt: skip
+        index = TopicIndex.from_calibration(
+            lambda t: embedder.embed(t, batch_size=32), list(BUILTIN), calibration
+        )
         ours = measure(index.flags, items, 32)
 
     import torch
@@ -84,9 +85,7 @@ def main() -> int:
         return np.asarray(st.encode(list(t), batch_size=32, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False))  # fmt: skip
 
-    baseline_index = TopicIndex(
-        st_embed, list(BUILTIN), calibration.thresholds, calibration.keyword_floors
-    )
+    baseline_index = TopicIndex.from_calibration(st_embed, list(BUILTIN), calibration)
     theirs = measure(baseline_index.flags, items, 32)
     rows = {"onnxruntime (insan-edge)": ours, "sentence-transformers (torch)": theirs}
     print(

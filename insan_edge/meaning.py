@@ -72,11 +72,8 @@ class TopicService:
         if calibration.model_sha256 and calibration.model_sha256 != self.model_sha256:
             log.warning(kv("topics.uncalibrated", expected=calibration.model_sha256,
                            found=self.model_sha256))  # fmt: skip
-        self.index = TopicIndex(
-            self.embedder.embed,
-            config_topics(config),
-            calibration.thresholds,
-            calibration.keyword_floors,
+        self.index = TopicIndex.from_calibration(
+            self.embedder.embed, config_topics(config), calibration
         )
 
     def status(self) -> dict[str, Any]:

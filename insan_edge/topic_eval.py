@@ -92,17 +92,26 @@ def combined(
 def calibrate(scores: np.ndarray, keywords: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(threshold, keyword floor) with the best F1 of ``combined`` on these rows; ties go to
     the higher threshold and the lower floor (fewer false flags, keywords kept)."""
-    best = (1.01, -1.0)
-    best_f1 = float(_pr(keywords, truth)["f1"])
-    floors = np.round(np.arange(-0.1, 0.41, 0.02), 2)
-    for t in sorted(np.unique(np.round(scores, 4)), reverse=True):
-        for f in floors:
-            if f >= t:
-                continue
-            f1 = float(_pr(combined(scores, keywords, float(t), float(f)), truth)["f1"])
-            if f1 > best_f1 + 1e-9:
-                best, best_f1 = (float(t), float(f)), f1
-    return round(best[0], 4), round(best[1], 2)
+    base = float(_pr(keywords, truth)["f1"])
+    thresholds = np.array(sorted(np.unique(np.round(scores, 4)), reverse=True))
+    floors = np.round(np.arange(-0.4, 0.41, 0.02), 2)
+    # Every (threshold, floor) at once: [thresholds, floors, rows] predictions.
+    pred = (scores[None, None, :] >= thresholds[:, None, None]) | (
+        keywords[None, None, :] & (scores[None, None, :] >= floors[None, :, None])
+    )
+    tp = (pred & truth).sum(axis=2)
+    fp = (pred & ~truth).sum(axis=2)
+    fn = (~pred & truth).sum(axis=2)
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 1.0)
+    f1 = np.where(
+        precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+    )
+    f1 = np.round(np.where(floors[None, :] < thresholds[:, None], f1, -1.0), 3)
+    best = np.unravel_index(int(np.argmax(f1)), f1.shape)  # the first of the best, row-major
+    if f1[best] <= base + 1e-9:
+        return 1.01, -1.0
+    return round(float(thresholds[best[0]]), 4), round(float(floors[best[1]]), 2)
 
 
 def report(

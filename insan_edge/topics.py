@@ -1,5 +1,7 @@
-"""Topics by meaning: each topic is a few phrases; a text is on a topic when its embedding is
-close enough to one of them (a per-topic threshold calibrated on a labelled set).
+"""Topics by meaning: each topic is a few phrases and, for the built-in topics, labelled
+examples; a text is on a topic when its embedding is close enough to the phrases and to the
+examples on that topic rather than to those off it (a per-topic threshold calibrated on a
+labelled set).
 
 Pure logic over an embedder (``texts -> L2-normalized rows``); the embedder itself lives in
 ``topic_model`` (onnxruntime). Keywords (``safety.topic_hits``) stay the second signal.
@@ -123,23 +125,53 @@ class Embed(Protocol):
 
 
 @dataclass(frozen=True)
+class Examples:
+    """Labelled texts a topic is also judged by (nearest neighbours): a text close to the ``k``
+    nearest examples on a topic and far from the ``k`` nearest off it reads as on that topic.
+    The score is ``phrase_weight * best phrase + mean top-k on - negative_weight * mean top-k
+    off``; the weights are chosen by cross-validation inside the fitting half."""
+
+    texts: tuple[str, ...]
+    topics: tuple[frozenset[str], ...]
+    k: int = 5
+    phrase_weight: float = 0.5
+    negative_weight: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.k, "phrase_weight": self.phrase_weight,
+                "negative_weight": self.negative_weight,
+                "items": [{"text": t, "topics": sorted(o)} for t, o in zip(self.texts, self.topics, strict=True)]}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Examples:
+        items = data["items"]
+        return cls(tuple(str(i["text"]) for i in items), tuple(frozenset(i["topics"]) for i in items),
+                   int(data["k"]), float(data["phrase_weight"]), float(data["negative_weight"]))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Calibration:
     thresholds: dict[str, float]  # the meaning alone is enough
     keyword_floors: dict[str, float]  # a keyword counts only if the meaning is at least this
     model_sha256: str | None
     meta: dict[str, Any]
+    examples: Examples | None = None
+
+
+def _data(name: str) -> Any:
+    return json.loads(resources.files("insan_edge").joinpath(f"data/{name}").read_text("utf-8"))
 
 
 def load_calibration() -> Calibration:
-    """The thresholds shipped with the package (``scripts/calibrate_topics.py`` writes them)."""
-    data = json.loads(
-        resources.files("insan_edge").joinpath("data/topic_thresholds.json").read_text("utf-8")
-    )
+    """The thresholds and examples shipped with the package (``scripts/calibrate_topics.py``)."""
+    data = _data("topic_thresholds.json")
+    examples = Examples.from_json(_data("topic_examples.json")) if data.get("examples") else None
     return Calibration(
         {k: float(v) for k, v in data["thresholds"].items()},
         {k: float(v) for k, v in data.get("keyword_floors", {}).items()},
         data.get("model_sha256"),
         data,
+        examples,
     )
 
 
@@ -163,8 +195,10 @@ class TopicIndex:
         keyword_floors: dict[str, float] | None = None,
         extra_phrases: dict[str, Sequence[str]] | None = None,
         phrases: dict[str, Sequence[str]] | None = None,
+        examples: Examples | None = None,
     ) -> None:
-        """``phrases`` replaces the built-in descriptions (another vocabulary: crisis signals)."""
+        """``phrases`` replaces the built-in descriptions (another vocabulary: crisis signals);
+        ``examples`` adds labelled neighbours for the topics that have at least ``k`` of them."""
         self.embed = embed
         names = list(dict.fromkeys(canonical(t) for t in topics))
         self.names = names
@@ -180,16 +214,51 @@ class TopicIndex:
             owner += [i] * len(mine)
         self._owner = np.array(owner, dtype=np.int64)
         self._vectors = embed(texts) if texts else np.zeros((0, 1), np.float32)
+        self.examples = examples
+        self._on = np.zeros((0, len(names)), dtype=bool)
+        if examples is not None and examples.texts:
+            self._example_vectors = embed(list(examples.texts))
+            self._on = np.array([[n in t for n in names] for t in examples.topics], dtype=bool)
+            self._example_row = {t: i for i, t in enumerate(examples.texts)}
         self._lock = threading.Lock()
 
-    def scores(self, texts: Sequence[str]) -> np.ndarray:
-        """[len(texts), len(names)]: the best cosine of each text to each topic's phrases."""
+    @classmethod
+    def from_calibration(
+        cls,
+        embed: Embed,
+        topics: Iterable[str],
+        calibration: Calibration,
+        extra_phrases: dict[str, Sequence[str]] | None = None,
+    ) -> TopicIndex:
+        return cls(embed, topics, calibration.thresholds, calibration.keyword_floors,
+                   extra_phrases, examples=calibration.examples)  # fmt: skip
+
+    def scores(self, texts: Sequence[str], leave_out_same: bool = False) -> np.ndarray:
+        """[len(texts), len(names)]: each text's score on each topic (the best cosine to its
+        phrases, plus the neighbour terms where it has examples). ``leave_out_same`` ignores an
+        example whose text is the text scored (fitting thresholds on the examples themselves)."""
         out = np.full((len(texts), len(self.names)), -1.0, dtype=np.float32)
         if not texts or not self.names:
             return out
-        sims = self.embed(texts) @ self._vectors.T  # rows are unit vectors: cosines
+        vectors = self.embed(texts)
+        sims = vectors @ self._vectors.T  # rows are unit vectors: cosines
         for j in range(len(self.names)):
             out[:, j] = sims[:, self._owner == j].max(axis=1)
+        ex = self.examples
+        if ex is None or not self._on.size:
+            return out
+        near = vectors @ self._example_vectors.T
+        if leave_out_same:
+            for i, text in enumerate(texts):
+                if (row := self._example_row.get(text)) is not None:
+                    near[i, row] = -1.0
+        for j in range(len(self.names)):
+            on = self._on[:, j]
+            if on.sum() < ex.k or (~on).sum() < ex.k:
+                continue  # too few examples to judge by: the phrases alone
+            top_on = np.sort(near[:, on], axis=1)[:, -ex.k :].mean(axis=1)
+            top_off = np.sort(near[:, ~on], axis=1)[:, -ex.k :].mean(axis=1)
+            out[:, j] = ex.phrase_weight * out[:, j] + top_on - ex.negative_weight * top_off
         return out
 
     def flags(self, texts: Sequence[str]) -> list[Reading]:

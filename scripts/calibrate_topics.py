@@ -4,7 +4,10 @@
     .venv/bin/python scripts/calibrate_topics.py --check    # only print the report
 
 Thresholds are fitted on the even lines of the set and reported on the odd lines: per topic,
-the similarity above which "keyword or meaning" has the best F1 on the fitting half. The file
+the score above which "keyword or meaning" has the best F1 on the fitting half. The fitting
+half also ships as the topics' labelled examples (insan_edge/data/topic_examples.json); how
+much the examples weigh against the phrases (k, phrase and negative weights) is chosen by
+two-fold cross-validation inside the fitting half, so the odd lines judge everything. The file
 records the ONNX model's sha256 the numbers belong to.
 """
 
@@ -21,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from insan_edge.crisis import SIGNALS, keyword_signals  # noqa: E402
 from insan_edge.topic_eval import (  # noqa: E402
+    Labelled,
     calibrate,
     keyword_matrix,
     load_crisis,
@@ -30,11 +34,48 @@ from insan_edge.topic_eval import (  # noqa: E402
     truth_matrix,
 )
 from insan_edge.topic_model import Embedder, ensure_model  # noqa: E402
-from insan_edge.topics import BUILTIN, TopicIndex  # noqa: E402
+from insan_edge.topics import BUILTIN, Embed, Examples, TopicIndex  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "topics.jsonl"
 CRISIS = ROOT / "tests" / "data" / "crisis.jsonl"
 OUT = ROOT / "insan_edge" / "data" / "topic_thresholds.json"
+EXAMPLES = ROOT / "insan_edge" / "data" / "topic_examples.json"
+GRID = [(k, a, b) for k in (2, 3, 4, 5) for a in (0.25, 0.5, 0.75, 1.0) for b in (0.5, 1.0)]
+
+
+def _examples(rows: list[Labelled], k: int, a: float, b: float) -> Examples:
+    return Examples(tuple(r.text for r in rows), tuple(r.topics for r in rows), k, a, b)
+
+
+def _fit(
+    embed: Embed, rows: list[Labelled], examples: Examples
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Thresholds and keyword floors on ``rows``, each row scored without itself as an example."""
+    topics = list(BUILTIN)
+    index = TopicIndex(embed, topics, {}, examples=examples)
+    scores = index.scores([r.text for r in rows], leave_out_same=True)
+    kw, truth = keyword_matrix(rows, topics), truth_matrix(rows, topics)
+    fitted = {t: calibrate(scores[:, j], kw[:, j], truth[:, j]) for j, t in enumerate(topics)}
+    return {t: v[0] for t, v in fitted.items()}, {t: v[1] for t, v in fitted.items()}
+
+
+def _choose_weights(embed: Embed, fit: list[Labelled]) -> tuple[int, float, float]:
+    """The (k, phrase weight, negative weight) with the best mean F1 over two folds of ``fit``."""
+    folds = (fit[0::2], fit[1::2])
+    best: tuple[float, tuple[int, float, float]] = (-1.0, GRID[0])
+    for k, a, b in GRID:
+        f1 = []
+        for mine, other in (folds, folds[::-1]):
+            examples = _examples(mine, k, a, b)
+            thresholds, floors = _fit(embed, mine, examples)
+            index = TopicIndex(embed, list(BUILTIN), thresholds, floors, examples=examples)
+            result = report(other, index.scores([r.text for r in other]), thresholds, floors)
+            f1.append(float(result["_all"]["keywords+model"]["f1"]))
+        if sum(f1) / 2 > best[0] + 1e-9:
+            best = (sum(f1) / 2, (k, a, b))
+    print(f"examples: k={best[1][0]} phrase weight {best[1][1]} negative weight {best[1][2]} "
+          f"(cross-validated F1 {best[0]:.3f} inside the fitting half)")  # fmt: skip
+    return best[1]
 
 
 def main() -> int:
@@ -48,15 +89,10 @@ def main() -> int:
         onnx = ensure_model(args.model_dir or Path(tmp))
         embedder = Embedder(onnx.parent, device="cpu")
         topics = list(BUILTIN)
-        index = TopicIndex(embedder.embed, topics, {})
         fit, held = split(load_labelled(DATA))
-        fit_scores = index.scores([r.text for r in fit])
-        kw, truth = keyword_matrix(fit, topics), truth_matrix(fit, topics)
-        fitted = {
-            t: calibrate(fit_scores[:, j], kw[:, j], truth[:, j]) for j, t in enumerate(topics)
-        }
-        thresholds = {t: v[0] for t, v in fitted.items()}
-        floors = {t: v[1] for t, v in fitted.items()}
+        examples = _examples(fit, *_choose_weights(embedder.embed, fit))
+        thresholds, floors = _fit(embedder.embed, fit, examples)
+        index = TopicIndex(embedder.embed, topics, thresholds, floors, examples=examples)
         held_scores = index.scores([r.text for r in held])
         held_report = report(held, held_scores, thresholds, floors, topics)
         # Crisis signals in children's messages: the same fit, on their own set and phrases.
@@ -100,12 +136,16 @@ def main() -> int:
             "fitted_on": f"{DATA.relative_to(ROOT)}, even lines ({len(fit)})",
             "thresholds": thresholds,
             "keyword_floors": floors,
+            "examples": {"file": EXAMPLES.name, "count": len(fit), "k": examples.k,
+                         "phrase_weight": examples.phrase_weight,
+                         "negative_weight": examples.negative_weight},
             "held_out": {"rows": len(held), "report": held_report},
             "crisis": {"fitted_on": f"{CRISIS.relative_to(ROOT)}, even lines ({len(c_fit)})",
                        "thresholds": c_thresholds, "keyword_floors": c_floors,
                        "held_out": {"rows": len(c_held), "report": c_report}},
         }, indent=2) + "\n", "utf-8")  # fmt: skip
-        print(f"wrote {OUT.relative_to(ROOT)}")
+        EXAMPLES.write_text(json.dumps(examples.to_json(), indent=1) + "\n", "utf-8")
+        print(f"wrote {OUT.relative_to(ROOT)} and {EXAMPLES.relative_to(ROOT)}")
     return 0
 
 

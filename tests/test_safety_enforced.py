@@ -165,15 +165,16 @@ def test_a_child_with_violence_blocked_never_gets_violence_its_words_do_not_name
     assert not {i["title"] for i in parent["items"]} & set(dropped)
 
 
-@pytest.mark.xfail(strict=True, reason="violence recall is 0.46 on the held-out set: a story of mob "
-                   "revenge without a violent word scores 0.38 against a 0.405 threshold")  # fmt: skip
+@pytest.mark.xfail(strict=True, reason="violence recall is 0.66 on the held-out set: a story of mob "
+                   "revenge without a violent word scores 0.162 against a 0.175 threshold")  # fmt: skip
 def test_known_miss_a_mob_revenge_story_is_not_read_as_violence(tmp_path):  # type: ignore[no-untyped-def]
     from insan_edge.topic_model import Embedder, ensure_model
     from insan_edge.topics import TopicIndex, load_calibration
 
     c = load_calibration()
-    index = TopicIndex(Embedder(ensure_model(tmp_path).parent, device="cpu").embed, ["violence"],
-                       c.thresholds, c.keyword_floors)  # fmt: skip
+    index = TopicIndex.from_calibration(
+        Embedder(ensure_model(tmp_path).parent, device="cpu").embed, ["violence"], c
+    )
     [reading] = index.flags(
         ["Family Business. A mob family settles scores with its rivals in 1930s Chicago."]
     )
@@ -181,14 +182,15 @@ def test_known_miss_a_mob_revenge_story_is_not_read_as_violence(tmp_path):  # ty
 
 
 @pytest.mark.xfail(strict=True, reason="over-blocking: a garden treasure hunt for chocolate coins reads "
-                   "as gambling (0.46 against 0.40), so its estimated rating rises to PG-13")  # fmt: skip
+                   "as gambling (0.198 against 0.147), so its estimated rating rises to PG-13")  # fmt: skip
 def test_known_miss_a_treasure_hunt_is_not_read_as_gambling(tmp_path):  # type: ignore[no-untyped-def]
     from insan_edge.topic_model import Embedder, ensure_model
     from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
     c = load_calibration()
-    index = TopicIndex(Embedder(ensure_model(tmp_path).parent, device="cpu").embed, list(BUILTIN),
-                       c.thresholds, c.keyword_floors)  # fmt: skip
+    index = TopicIndex.from_calibration(
+        Embedder(ensure_model(tmp_path).parent, device="cpu").embed, list(BUILTIN), c
+    )
     [reading] = index.flags(
         ["Pirate treasure hunt. Follow the map round the garden to find chocolate coins."]
     )

@@ -20,15 +20,17 @@ DATA = Path(__file__).parent / "data" / "topics.jsonl"
 # Floors on the held-out half (odd lines), keywords plus the model. Measured at calibration
 # (see insan_edge/data/topic_thresholds.json); set a little below, so noise cannot fail them
 # but a real regression does.
-# Measured (keywords+model, held-out): precision / recall
-#   violence 0.56/0.46, sexual content 0.95/0.79, self-harm 0.61/0.48, drugs and alcohol 0.83/0.58,
-#   gambling 0.67/0.78, horror 0.68/0.62, weapons 0.64/0.57, hate 0.95/0.73
+# Measured (keywords+model, phrases and the fitting half as labelled examples, held-out):
+# precision / recall
+#   violence 0.77/0.66, sexual content 0.73/1.00, self-harm 0.63/0.83, drugs and alcohol 0.80/0.61,
+#   gambling 0.74/0.87, horror 0.70/0.88, weapons 0.89/0.82, hate 0.87/1.00
+# (phrases alone, before the examples: all topics 0.71/0.61, violence 0.56/0.46)
 # Keywords alone: recall 0.17 to 0.35 per topic. The model's output is deterministic; the floors
 # sit 0.05 under the measurement.
 MEASURED = {
-    "violence": (0.56, 0.46), "sexual content": (0.95, 0.79), "self-harm": (0.61, 0.48),
-    "drugs and alcohol": (0.83, 0.58), "gambling": (0.67, 0.78), "horror": (0.68, 0.62),
-    "weapons": (0.64, 0.57), "hate": (0.95, 0.73),
+    "violence": (0.77, 0.66), "sexual content": (0.73, 1.00), "self-harm": (0.63, 0.83),
+    "drugs and alcohol": (0.80, 0.61), "gambling": (0.74, 0.87), "horror": (0.70, 0.88),
+    "weapons": (0.89, 0.82), "hate": (0.87, 1.00),
 }  # fmt: skip
 PRECISION_FLOOR = {t: p - 0.05 for t, (p, _) in MEASURED.items()}
 RECALL_FLOOR = {t: r - 0.05 for t, (_, r) in MEASURED.items()}
@@ -43,9 +45,7 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedder]:
 @pytest.fixture(scope="module")
 def index(embedder: Embedder) -> TopicIndex:
     calibration = load_calibration()
-    return TopicIndex(
-        embedder.embed, list(BUILTIN), calibration.thresholds, calibration.keyword_floors
-    )
+    return TopicIndex.from_calibration(embedder.embed, list(BUILTIN), calibration)
 
 
 def test_the_labelled_set_is_big_and_varied_enough() -> None:
@@ -77,8 +77,32 @@ def test_precision_and_recall_per_topic_hold_their_floors(index: TopicIndex) -> 
     everything = result["_all"]
     assert everything["keywords+model"]["recall"] > everything["keywords"]["recall"] + 0.3
     assert everything["keywords+model"]["precision"] >= everything["keywords"]["precision"] - 0.02
+    assert everything["keywords+model"]["f1"] >= 0.75  # measured 0.786 (phrases alone: 0.66)
     # Hard negatives (harmless, with risky words): 19 of 72 flagged by keywords, 21 with the model.
     assert everything["hard_negatives_flagged"] <= 24
+
+
+def test_the_shipped_examples_are_the_fitting_half_only() -> None:
+    """The labelled examples the index compares against are the even lines: none of the odd
+    lines that judge it (else the held-out numbers would be the examples finding themselves)."""
+    examples = load_calibration().examples
+    assert examples is not None
+    fit, held = split(load_labelled(DATA))
+    assert list(examples.texts) == [r.text for r in fit]
+    assert list(examples.topics) == [r.topics for r in fit]
+    assert not set(examples.texts) & {r.text for r in held}
+
+
+def test_an_example_scored_without_itself_scores_lower(index: TopicIndex) -> None:
+    examples = index.examples
+    assert examples is not None
+    j = index.names.index("violence")
+    text = next(
+        t for t, on in zip(examples.texts, examples.topics, strict=True) if "violence" in on
+    )
+    with_itself = index.scores([text])[0, j]
+    without = index.scores([text], leave_out_same=True)[0, j]
+    assert without < with_itself
 
 
 def test_the_shipped_thresholds_belong_to_this_model(tmp_path: Path) -> None:
