@@ -93,6 +93,10 @@ def _print_status(s: dict[str, Any]) -> None:
     print(
         f"model: {model['name']} on {model['device']} ({model['architecture']}, context {model['context_length']})"
     )
+    if dev := s.get("devices"):
+        print(f"devices: serving {dev['serving']['device']} ({dev['serving']['reason']}), "
+              f"topics {dev['topics']['device'] or 'off'}, "
+              f"training {dev['training']['device'] or 'not yet run'}")  # fmt: skip
     for fam in s["families"]:
         members = ", ".join(f"{m['id']} ({m['age']})" for m in fam["members"])
         print(f"family {fam['id']}: {members}; model {fam['model']['version']}")
