@@ -175,6 +175,12 @@ def memory(root: Path) -> Memory | None:
     return Memory(fields["MemTotal"], fields["MemAvailable"], fields.get("NvMapMemUsed"))
 
 
+def power_modes(root: Path) -> list[PowerMode]:
+    """Every mode nvpmodel.conf names, in its order."""
+    conf = read_text(root / NVPMODEL_CONF) or ""
+    return [PowerMode(int(i), name) for i, name in _MODEL.findall(conf)]
+
+
 def power_mode(root: Path) -> PowerMode | None:
     """The active nvpmodel mode: the status file nvpmodel writes, else the conf's default."""
     conf = read_text(root / NVPMODEL_CONF) or ""
