@@ -31,10 +31,11 @@ Level = Literal["ok", "warn", "fail", "skip"]
 OS_MB = 1200  # JetPack 6 without a desktop (multi-user.target); estimate
 DAEMON_MB = 750  # Python, the API, Presidio + spaCy en_core_web_sm, llama.cpp's KV at 2048
 TOPIC_MB = 200  # all-MiniLM-L6-v2 on onnxruntime
-EMBEDDED_MB = 253  # the embedded Gemma 3 270M Q4_K_M when no GGUF is configured
+EMBEDDED_MB = 241  # the embedded Gemma 3 270M Q4_K_M (241.4 MiB) when no GGUF is configured
 DISK_WARN_MB = 2048  # adapters, checkpoints and the dequantized training weights need room
 DISK_FAIL_MB = 512
 UNIT = Path("etc/systemd/system/insan-edge.service")
+TRAINABLE = frozenset({"llama", "gemma3"})  # training/ggufio.py's KNOWN_ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,27 @@ def check_model(config: Config) -> Finding:
         return Finding("model file", "fail", f"{path} cannot be read ({exc.strerror})", chown)
     if magic != GGUF_MAGIC:
         return Finding("model file", "fail", f"{path} is not a GGUF file", fix)
-    return Finding("model file", "ok", f"{path}: GGUF, {path.stat().st_size / 2**20:.0f} MB")
+    msg = f"{path}: GGUF, {path.stat().st_size / 2**20:.0f} MB"
+    arch = _architecture(path)
+    if config.system.training.enabled and arch is not None and arch not in TRAINABLE:
+        why = f"{msg}, architecture {arch}: served, but the trainer knows only {', '.join(sorted(TRAINABLE))}"
+        return Finding(
+            "model file",
+            "warn",
+            why,
+            "serve a Llama or Gemma 3 GGUF to train adapters, or set system.training.enabled: false",
+        )
+    return Finding("model file", "ok", msg + (f", architecture {arch}" if arch else ""))
+
+
+def _architecture(path: Path) -> str | None:
+    """general.architecture from the GGUF's header (the trainer's reader, metadata only)."""
+    try:
+        from insan_edge.training.ggufio import read_gguf
+
+        return read_gguf(path).architecture
+    except Exception:
+        return None
 
 
 def check_gpu(config: Config, caps: Capabilities, on_jetson: bool) -> list[Finding]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from insan_edge import jetson
+from insan_edge import doctor, jetson
 from insan_edge.cli import main
 from insan_edge.config import parse_config
 from insan_edge.config.root import Config
@@ -58,7 +58,7 @@ def test_this_machine_gives_a_readable_report(
     # Free memory may dip on a busy CI machine: a warning there, never a failure.
     assert lines[-1] == "0 failed, 0 warnings: fine" or "WARN  free memory" in out
     assert any(
-        line.startswith("  OK    memory budget: 2739 MB at the peak (daemon 750 MB")
+        line.startswith("  OK    memory budget: 2727 MB at the peak (daemon 750 MB")
         for line in lines
     )
     assert "serving GPU: llama.cpp is a CPU-only build; serving runs on the CPU" in out
@@ -77,7 +77,7 @@ def test_an_orin_nano_without_the_cuda_builds(tmp_path: Path) -> None:
     )
     budget = found["memory budget"]
     assert budget.level == "ok"
-    assert budget.message.startswith("2739 MB at the peak")
+    assert budget.message.startswith("2727 MB at the peak")
     assert "of 6420 MB (7620 MB total less 1200 MB for the OS)" in budget.message
     assert found["free memory"].level == "ok"
     assert "4168 MB available now" in found["free memory"].message
@@ -93,7 +93,7 @@ def test_an_orin_nano_without_the_cuda_builds(tmp_path: Path) -> None:
     assert (found["power mode"].level, found["power mode"].message) == ("ok", "MAXN_SUPER (mode 2)")
     assert found["temperature"].level == "ok"
     assert found["systemd unit"].level == "ok"
-    assert found["systemd unit"].message.startswith("MemoryMax 3584 MB against 2739 MB")
+    assert found["systemd unit"].message.startswith("MemoryMax 3584 MB against 2727 MB")
     with_builds = run_checks(
         config(tmp_path), root=NANO, unit=UNIT, capabilities=lambda: JETSON_BUILDS
     )
@@ -123,11 +123,11 @@ def test_a_trainer_cap_over_the_budget_fails_and_says_what_to_change(
     found = by_check(run_checks(big, root=NANO, unit=UNIT, capabilities=lambda: JETSON_BUILDS))
     assert found["memory budget"].level == "fail"
     assert found["memory budget"].fix == (
-        "lower system.training.max_training_memory_mb to 5217 or serve a smaller GGUF (system.model.path)"
+        "lower system.training.max_training_memory_mb to 5229 or serve a smaller GGUF (system.model.path)"
     )
     unit = found["systemd unit"]
     assert unit.level == "fail" and "the trainer would be OOM-killed" in unit.message
-    assert unit.fix is not None and unit.fix.startswith("raise MemoryMax to 7459M")
+    assert unit.fix is not None and unit.fix.startswith("raise MemoryMax to 7447M")
 
 
 def test_unit_limits_and_model_and_socket_problems(tmp_path: Path) -> None:
@@ -147,6 +147,31 @@ def test_unit_limits_and_model_and_socket_problems(tmp_path: Path) -> None:
     assert (found["socket dir"].level, found["socket dir"].fix) == (
         "fail",
         f"chmod o-w {tmp_path / 'run'}",
+    )
+
+
+def test_a_model_the_trainer_cannot_read_is_a_warning(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    from insan_edge.training.ggufio import KNOWN_ARCHITECTURES
+
+    assert frozenset(KNOWN_ARCHITECTURES) == doctor.TRAINABLE
+    served = config(tmp_path, f"  model: {{path: {tiny_model_path}}}\n")
+    found = by_check(run_checks(served, root=NANO, capabilities=lambda: CPU_ONLY))["model file"]
+    assert found.level == "ok" and found.message.endswith("architecture llama")
+    qwen = tmp_path / "qwen.gguf"
+    data = tiny_model_path.read_bytes()
+    qwen.write_bytes(data.replace(b"llama", b"qwen2", 1))  # general.architecture's value
+    found = by_check(
+        run_checks(
+            config(tmp_path, f"  model: {{path: {qwen}}}\n"),
+            root=NANO,
+            capabilities=lambda: CPU_ONLY,
+        )
+    )["model file"]
+    assert (
+        found.level == "warn"
+        and "architecture qwen2: served, but the trainer knows only gemma3, llama" in found.message
     )
 
 
