@@ -343,6 +343,27 @@ def check_unit(config: Config, root: Path, unit: Path | None) -> Finding:
     return Finding("systemd unit", "ok", msg)
 
 
+def check_slice(config: Config, root: Path, unit: Path | None) -> Finding:
+    """insan-edge.slice (beside the unit) must leave the unit its own caps: its MemoryMax above."""
+    path = (unit or root / UNIT).with_name("insan-edge.slice")
+    text = jetson.read_text(path, limit=1 << 20)
+    if text is None:
+        return Finding("systemd slice", "skip", f"{path} is not installed")
+    outer = unit_limits(text).get("MemoryMax")
+    inner = unit_limits(jetson.read_text(unit or root / UNIT, limit=1 << 20) or "").get("MemoryMax")
+    if outer is None:
+        return Finding(
+            "systemd slice", "warn", f"{path} sets no MemoryMax", "see systemd/insan-edge.slice"
+        )
+    msg = f"MemoryMax {outer:.0f} MB for the product"
+    if inner is not None and outer < inner:
+        fix = f"raise the slice's MemoryMax to at least {inner:.0f}M (systemctl edit insan-edge.slice)"
+        return Finding("systemd slice", "warn", msg + f", below the unit's {inner:.0f} MB", fix)
+    return Finding(
+        "systemd slice", "ok", msg + (f", above the unit's {inner:.0f} MB" if inner else "")
+    )
+
+
 def run_checks(
     config: Config,
     *,
@@ -359,4 +380,5 @@ def run_checks(
         *check_gpu(config, capabilities(), on_jetson),
         *check_board(config, root),
         check_unit(config, root, unit),
+        check_slice(config, root, unit),
     ]

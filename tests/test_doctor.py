@@ -93,6 +93,9 @@ def test_an_orin_nano_without_the_cuda_builds(tmp_path: Path) -> None:
     assert (found["power mode"].level, found["power mode"].message) == ("ok", "MAXN_SUPER (mode 2)")
     assert found["temperature"].level == "ok"
     assert found["systemd unit"].level == "ok"
+    assert found["systemd slice"] == Finding(
+        "systemd slice", "ok", "MemoryMax 4096 MB for the product, above the unit's 3584 MB"
+    )
     assert found["systemd unit"].message.startswith("MemoryMax 3584 MB against 2727 MB")
     with_builds = run_checks(
         config(tmp_path), root=NANO, unit=UNIT, capabilities=lambda: JETSON_BUILDS
@@ -172,6 +175,19 @@ def test_a_model_the_trainer_cannot_read_is_a_warning(
     assert (
         found.level == "warn"
         and "architecture qwen2: served, but the trainer knows only gemma3, llama" in found.message
+    )
+
+
+def test_a_slice_below_the_unit_is_a_warning(tmp_path: Path) -> None:
+    unit = tmp_path / "insan-edge.service"
+    shutil.copy(UNIT, unit)
+    (tmp_path / "insan-edge.slice").write_text("[Slice]\nMemoryMax=3G\n")
+    found = by_check(
+        run_checks(config(tmp_path), root=NANO, unit=unit, capabilities=lambda: CPU_ONLY)
+    )
+    assert found["systemd slice"].level == "warn"
+    assert found["systemd slice"].fix == (
+        "raise the slice's MemoryMax to at least 3584M (systemctl edit insan-edge.slice)"
     )
 
 
