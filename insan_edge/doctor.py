@@ -228,7 +228,11 @@ def check_gpu(config: Config, caps: Capabilities, on_jetson: bool) -> list[Findi
     out: list[Finding] = []
     install = "run jetson/install.sh (the CUDA builds)" if on_jetson else None
     layers = config.system.model.n_gpu_layers
-    if caps.llama_offload:
+    if caps.llama_offload and layers == 0 and on_jetson:
+        msg = "llama.cpp can offload, but n_gpu_layers is 0: serving stays on the CPU"
+        fix = "set system.model.n_gpu_layers: auto (the jetson preset's value)"
+        out.append(Finding("serving GPU", "warn", msg, fix))
+    elif caps.llama_offload:
         out.append(Finding("serving GPU", "ok", f"llama.cpp can offload (n_gpu_layers {layers})"))
     else:
         wanted = layers not in (0, "auto") or on_jetson  # auto on a PC: the CPU is expected

@@ -97,6 +97,13 @@ def test_an_orin_nano_without_the_cuda_builds(tmp_path: Path) -> None:
         "systemd slice", "ok", "MemoryMax 4096 MB for the product, above the unit's 3584 MB"
     )
     assert found["systemd unit"].message.startswith("MemoryMax 3584 MB against 2727 MB")
+    cpu_config = config(tmp_path, "  model: {n_gpu_layers: 0}\n")
+    zero = by_check(
+        run_checks(cpu_config, root=NANO, unit=UNIT, capabilities=lambda: JETSON_BUILDS)
+    )
+    assert (
+        zero["serving GPU"].fix == "set system.model.n_gpu_layers: auto (the jetson preset's value)"
+    )
     with_builds = run_checks(
         config(tmp_path), root=NANO, unit=UNIT, capabilities=lambda: JETSON_BUILDS
     )
