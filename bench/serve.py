@@ -159,7 +159,7 @@ def direct(loaded: LoadedConfig, model: Path, ctxs: list[dict[str, Any]], count:
     threads = s.threads or os.cpu_count() or 1
     llm = llama_cpp.Llama(
         model_path=str(model), n_ctx=s.context_length, n_threads=threads,
-        n_threads_batch=threads, n_gpu_layers=s.n_gpu_layers,
+        n_threads_batch=threads, n_gpu_layers=0 if s.n_gpu_layers == "auto" else s.n_gpu_layers,
         seed=s.seed if s.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
         use_mmap=True, verbose=False,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__, cli_lan, cli_models, cli_tokens
+from insan_edge import __version__, cli_doctor, cli_lan, cli_models, cli_tokens
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_models.add_parsers(sub, _socket_arg)
     cli_tokens.add_parsers(sub, _socket_arg)
     cli_lan.add_parsers(sub)
+    cli_doctor.add_parser(sub)
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -93,6 +94,10 @@ def _print_status(s: dict[str, Any]) -> None:
     print(
         f"model: {model['name']} on {model['device']} ({model['architecture']}, context {model['context_length']})"
     )
+    if dev := s.get("devices"):
+        print(f"devices: serving {dev['serving']['device']} ({dev['serving']['reason']}), "
+              f"topics {dev['topics']['device'] or 'off'}, "
+              f"training {dev['training']['device'] or 'not yet run'}")  # fmt: skip
     for fam in s["families"]:
         members = ", ".join(f"{m['id']} ({m['age']})" for m in fam["members"])
         print(f"family {fam['id']}: {members}; model {fam['model']['version']}")
@@ -166,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{members} members, preset {loaded.preset}: {loaded.preset_reason})"
             )
             return 0
+        if args.command == "doctor":
+            return cli_doctor.run(args)
         if args.command == "lan":
             return cli_tokens.handle_lan(args)
         if (code := cli_lan.run(args)) is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from insan_edge.config.system import ModelSettings
+from insan_edge.devices import Placement, serving_layers
 from insan_edge.errors import ModelError
 from insan_edge.logs import kv
 
@@ -69,6 +70,40 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
+def _block_count(model_path: Path) -> int | None:
+    """The GGUF's layer count, read with the vocabulary only (no weights loaded)."""
+    import llama_cpp
+
+    try:
+        probe = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError):
+        return None
+    meta = probe.metadata
+    probe.close()
+    count = meta.get(f"{meta.get('general.architecture', '')}.block_count")
+    return int(count) if count and str(count).isdigit() else None
+
+
+def _placement(model_path: Path, settings: ModelSettings, offload: bool) -> Placement:
+    """Where the model runs (devices.serving_layers on this machine), logged when not asked."""
+    import psutil
+
+    try:
+        model_mb = model_path.stat().st_size / 2**20
+    except OSError:
+        model_mb = float("inf")  # llama.cpp reports the missing file itself
+    placement = serving_layers(
+        settings.n_gpu_layers,
+        offload=offload,
+        model_mb=model_mb,
+        free_mb=psutil.virtual_memory().available / 2**20,
+        block_count=lambda: _block_count(model_path),
+    )
+    if placement.device == "cpu" and settings.n_gpu_layers != 0:
+        log.warning(kv("model.cpu_fallback", asked=settings.n_gpu_layers, why=placement.reason))
+    return placement
+
+
 class Engine:
     """A quantized GGUF held in memory (mmap), serving one generation at a time."""
 
@@ -82,6 +117,7 @@ class Engine:
         self._adapters: dict[str, tuple[Adapter, Any]] = {}  # key -> (adapter, llama.cpp handle)
         self._active: str | None = None  # key of the adapter set on the context
         threads = settings.threads or os.cpu_count() or 1
+        self.placement = _placement(model_path, settings, llama_cpp.llama_supports_gpu_offload())
         started = time.monotonic()
         try:
             self._llm = llama_cpp.Llama(
@@ -89,7 +125,7 @@ class Engine:
                 n_ctx=settings.context_length,
                 n_threads=threads,
                 n_threads_batch=threads,
-                n_gpu_layers=settings.n_gpu_layers,
+                n_gpu_layers=self.placement.gpu_layers,
                 seed=settings.seed if settings.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
                 use_mmap=True,
                 verbose=False,
@@ -102,11 +138,7 @@ class Engine:
         self.name = meta.get("general.name") or model_path.stem
         self.n_ctx = self._llm.n_ctx()
         self.threads = threads
-        self.device = (
-            "gpu"
-            if settings.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
-            else "cpu"
-        )
+        self.device = self.placement.device
         log.info(
             kv(
                 "model.loaded",
@@ -115,6 +147,8 @@ class Engine:
                 ctx=self.n_ctx,
                 threads=threads,
                 device=self.device,
+                gpu_layers=self.placement.gpu_layers,
+                why=self.placement.reason,
                 seconds=f"{self.load_seconds:.2f}",
             )
         )

@@ -12,6 +12,14 @@ request in flight), when other programs use more than ``max_cpu_percent`` of the
 hottest sensor reaches ``pause_temperature_c``. A run that has not started also needs the
 trainer's memory cap plus the reserve free. Stop wins over pause.
 
+On a Jetson: a power mode whose name gives fewer watts than ``min_power_watts`` (the Orin
+Nano's 7W) pauses training (a run there would take hours and throttle the box), and a GPU busier
+than ``max_gpu_percent`` keeps a run from starting (the GPU is serving; a running trainer's own
+GPU load is not held against it). The Orin's CPU and GPU share its RAM: memory is read from the
+board's /proc/meminfo, whose MemAvailable already counts CUDA allocations (nvmap) as used, and
+their size (NvMapMemUsed) is reported as ``gpu_memory_mb``; a trainer's CUDA memory is not in
+its RSS, so on a shared-memory board only the free-memory rules bound it.
+
 CPU: "other" is all cores' busy time over the interval since the previous sample minus the
 trainer process tree's CPU time over the same interval, as a percent of all cores. The first
 sample of a governor measures over a short blocking interval (``first_interval_s``, 0.1 s).
@@ -55,6 +63,9 @@ class Sample:
     trainer_rss_mb: float | None  # RSS of the trainer's process tree, when a pid was given
     system_cpu_percent: float | None = None  # all busy time, percent of all cores
     trainer_cpu_percent: float | None = None  # the trainer's tree, percent of all cores
+    power_watts: float | None = None  # Jetson only: the mode's budget; None for MAXN or unnamed
+    gpu_memory_mb: float | None = None  # Jetson only: NvMapMemUsed, CUDA memory in shared RAM
+    shared_memory: bool = False  # CPU and GPU share RAM (a Jetson): available_mb covers both
 
 
 def _json(value: Any) -> Any:
@@ -226,7 +237,10 @@ class Governor:
 
     def sample(self, trainer_pid: int | None = None) -> Sample:
         system, trainer, other, rss = self._measure_cpu(trainer_pid)
-        memory = psutil.virtual_memory()
+        board = jetson.memory(self._root) if self._jetson else None
+        if board is None:
+            vm = psutil.virtual_memory()
+            board = jetson.Memory(vm.total / MIB, vm.available / MIB, None)
         temperature, sensor = self._temperature()
         gpu = jetson.gpu_load_percent(self._root) if self._jetson else None
         mode = jetson.power_mode(self._root) if self._jetson else None
@@ -234,8 +248,8 @@ class Governor:
             in_flight, last = self._in_flight, self._last_request
             since = None if last is None else max(self._clock() - last, 0.0)
         return Sample(
-            available_mb=memory.available / MIB,
-            total_mb=memory.total / MIB,
+            available_mb=board.available_mb,
+            total_mb=board.total_mb,
             other_cpu_percent=other,
             temperature_c=temperature,
             hottest_sensor=sensor,
@@ -246,6 +260,9 @@ class Governor:
             trainer_rss_mb=rss,
             system_cpu_percent=system,
             trainer_cpu_percent=trainer,
+            power_watts=mode.watts if mode else None,
+            gpu_memory_mb=board.gpu_mb,
+            shared_memory=self._jetson,
         )
 
     def judge(self, sample: Sample, *, running: bool, ignore_quiet: bool = False) -> Verdict:
@@ -275,6 +292,15 @@ class Governor:
             pause.append(
                 f"other programs use {sample.other_cpu_percent:.1f}% of the CPU"
                 f" (pauses above {gov.max_cpu_percent:g}%)"
+            )
+        watts, floor = sample.power_watts, gov.min_power_watts
+        if watts is not None and floor is not None and watts < floor:
+            mode = sample.power_mode or f"{watts:g}W"
+            pause.append(f"power mode {mode} is below {floor:g} W (nvpmodel -m for more)")
+        gpu = sample.gpu_load_percent
+        if not running and gpu is not None and gpu > gov.max_gpu_percent:
+            pause.append(
+                f"the GPU is {gpu:.0f}% busy (starts at or below {gov.max_gpu_percent:g}%)"
             )
         needed = training.max_training_memory_mb + gov.memory_reserve_mb
         if not running and sample.available_mb < needed and not short:

@@ -29,6 +29,9 @@ NVPMODEL_STATUS = "var/lib/nvpmodel/status"
 NVPMODEL_CONF = "etc/nvpmodel.conf"
 DT_COMPATIBLE = "proc/device-tree/compatible"
 DT_MODEL = "proc/device-tree/model"
+# CPU and GPU share the Orin's RAM: CUDA allocations come from nvmap, show as used memory in
+# MemAvailable, and are counted in NvMapMemUsed (NVIDIA's "CUDA for Tegra" memory notes).
+MEMINFO = "proc/meminfo"
 
 OFFLINE_MILLI_C = -256000  # what BPMP reports for a powered-down or fused-off sensor
 VALID_C = (-40.0, 150.0)  # anything outside is a sensor fault or a placeholder, not a reading
@@ -130,6 +133,9 @@ def gpu_load_percent(root: Path) -> float | None:
     return None
 
 
+_WATTS = re.compile(r"(\d+(?:\.\d+)?)W(?![A-Za-z])")
+
+
 @dataclass(frozen=True)
 class PowerMode:
     id: int
@@ -139,6 +145,40 @@ class PowerMode:
     @property
     def label(self) -> str:
         return f"{self.name} (mode {self.id})" if self.name else f"mode {self.id}"
+
+    @property
+    def watts(self) -> float | None:
+        """The budget the mode's name gives ("7W", "MODE_15W"); None for MAXN or an unnamed mode."""
+        match = _WATTS.search(self.name or "")
+        return float(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """/proc/meminfo in MB; ``gpu_mb`` is NvMapMemUsed (None off a Jetson or on old kernels)."""
+
+    total_mb: float
+    available_mb: float
+    gpu_mb: float | None
+
+
+def memory(root: Path) -> Memory | None:
+    """The board's memory from ``root``/proc/meminfo, or None when it cannot be read."""
+    fields: dict[str, float] = {}
+    for line in (read_text(root / MEMINFO) or "").splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[name.strip()] = int(parts[0]) / 1024  # kB
+    if "MemTotal" not in fields or "MemAvailable" not in fields:
+        return None
+    return Memory(fields["MemTotal"], fields["MemAvailable"], fields.get("NvMapMemUsed"))
+
+
+def power_modes(root: Path) -> list[PowerMode]:
+    """Every mode nvpmodel.conf names, in its order."""
+    conf = read_text(root / NVPMODEL_CONF) or ""
+    return [PowerMode(int(i), name) for i, name in _MODEL.findall(conf)]
 
 
 def power_mode(root: Path) -> PowerMode | None:

@@ -90,6 +90,7 @@ class Scheduler:
         self.live: Live | None = None
         self.phase = "idle"
         self.verdict: Verdict | None = None
+        self.trainer_device: str | None = None  # what the last run's worker reported
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._cancel = threading.Event()
@@ -323,6 +324,7 @@ class Scheduler:
         for event in events:
             kind = event.get("event")
             if kind == "start":
+                self.trainer_device = event.get("device")
                 live.micro_batch_size = event.get("micro_batch_size")
                 progress["micro_batch_size"] = live.micro_batch_size
                 progress["steps"] = event.get("steps")
@@ -428,6 +430,7 @@ class Scheduler:
                 "open": window.contains(self.clock().time()),
             },
             "governor": self.verdict.as_dict() if self.verdict else None,
+            "device": self.trainer_device,
             "run": self.runs.get(live.run_id) if live else None,
             "open_runs": self.runs.open_runs(),
             "due": {f: self.due(loaded, f) for f in loaded.config.families},

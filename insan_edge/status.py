@@ -39,6 +39,24 @@ def _alerts(d: Daemon) -> dict[str, Any]:
     return {"open": len(waiting), "latest": {k: latest[k] for k in keep} if latest else None}
 
 
+def _devices(d: Daemon, training: dict[str, Any] | None) -> dict[str, Any]:
+    """Which device each part uses and why (serving, topic model, trainer)."""
+    assert d.engine is not None
+    topics = d.topics.status()
+    trainer = (training or {}).get("device")
+    return {
+        "serving": d.engine.placement.as_dict(),
+        "topics": {
+            "device": topics.get("device") if topics.get("enabled") else None,
+            "reason": topics.get("error") or ("loaded" if topics.get("enabled") else "not loaded"),
+        },
+        "training": {
+            "device": trainer,
+            "reason": "reported by the last run" if trainer else "chosen when a run starts",
+        },
+    }
+
+
 def daemon_status(d: Daemon) -> dict[str, Any]:
     assert d.store is not None and d.recommender is not None and d.engine is not None
     config = d.loaded.config
@@ -48,6 +66,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
     checked = safety["items_served"] + safety["items_dropped"]
     counters = d.recommender.counters
     serving = _serving(d)
+    training = d.personal.status() if d.personal else None
     return {
         "version": __version__,
         "uptime_seconds": round(time.monotonic() - d.started, 1),
@@ -101,7 +120,8 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
             "available_mb": round(vm.available / 2**20),
             "total_mb": round(vm.total / 2**20),
         },
-        "training": d.personal.status() if d.personal else None,
+        "training": training,
+        "devices": _devices(d, training),
         "store": {"path": str(d.store.path), "schema_version": d.store.schema_version},
         "lan": d.lan.status(),
         "topics": d.topics.status(),

@@ -12,7 +12,8 @@ Usage: scripts/install.sh [OPTIONS]
 Install insan-edge from this repository checkout:
   - the system user and group "insan-edge" (created if missing)
   - a virtual environment at $PREFIX/venv with the package installed by pip
-  - the systemd unit at /etc/systemd/system/insan-edge.service
+  - the systemd unit at /etc/systemd/system/insan-edge.service and its memory budget,
+    /etc/systemd/system/insan-edge.slice
   - /etc/insan-edge/config.yaml from configs/family.example.yaml, only if no config exists
 then runs `insan-edge config check` on the config and, where systemd is running, enables and
 (re)starts the service.
@@ -222,6 +223,15 @@ note "insan-edge $VERSION in $VENV_HERE"
 
 # --- 3. systemd unit ------------------------------------------------------------------------------
 mkdir -p -- "$(dirname -- "$UNIT_DST")"
+# The slice that carries the product's memory budget; the unit runs in it (Slice=).
+SLICE_SRC="$REPO_DIR/systemd/insan-edge.slice"
+SLICE_DST="$ROOT/etc/systemd/system/insan-edge.slice"
+if [ -f "$SLICE_DST" ] && cmp -s "$SLICE_SRC" "$SLICE_DST"; then
+    say "Slice: $SLICE_DST unchanged"
+else
+    install -m 0644 "$SLICE_SRC" "$SLICE_DST"
+    say "Slice: installed $SLICE_DST"
+fi
 UNIT_TMP="$(mktemp "$UNIT_DST.XXXXXX")"
 trap 'rm -f -- "$UNIT_TMP"' EXIT
 # The unit names the default prefix; point it at the one chosen here.

@@ -191,7 +191,7 @@ def test_each_preset_applies_and_validates(name: str, no_device_tree: Path) -> N
 @pytest.mark.parametrize(
     ("name", "setting", "preset_value", "mine"),
     [
-        ("jetson", ("model", "n_gpu_layers"), -1, 0),
+        ("jetson", ("model", "n_gpu_layers"), "auto", 0),
         ("development", ("training", "retraining_threshold"), 5, 7),
         ("development", ("log_level",), "debug", "warning"),
         ("child-safe", ("safety", "rating_cap"), "PG", "G"),
@@ -494,7 +494,7 @@ def test_config_without_preset_gets_the_jetson_preset_on_a_jetson() -> None:
     assert loaded.preset == "jetson"
     assert "NVIDIA Jetson Orin Nano Developer Kit" in loaded.preset_reason
     assert loaded.config.system.preset is None  # detected, not written
-    assert loaded.config.system.model.n_gpu_layers == -1
+    assert loaded.config.system.model.n_gpu_layers == "auto"
     assert loaded.config.system.log_level == "info"
 
 

@@ -46,6 +46,10 @@ def test_serves_health_status_and_safe_recommendations(daemon_factory, tiny_mode
     assert [f["id"] for f in status["families"]] == ["testfam"]
     assert {m["id"] for m in status["families"][0]["members"]} == {"pat", "kim"}
     assert status["store"]["schema_version"] >= 1
+    devices = status["devices"]  # this machine has no GPU: every part on the CPU, and why
+    assert devices["serving"]["device"] == "cpu" and devices["serving"]["gpu_layers"] == 0
+    assert devices["topics"]["device"] in ("cpu", None)
+    assert devices["training"] == {"device": None, "reason": "chosen when a run starts"}
 
     request = {
         "member": "kim",

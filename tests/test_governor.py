@@ -432,3 +432,61 @@ def test_tegrastats_details() -> None:
         "offline_sensors": [],
         "power_mw": {},
     }
+
+
+# --- board awareness: power mode, GPU load, shared memory (fixtures) -----------------------------
+
+
+def test_low_power_mode_pauses_and_maxn_or_unnamed_does_not(tmp_path: Path) -> None:
+    root = tmp_path / "nano"
+    shutil.copytree(NANO, root)
+    (root / jetson.NVPMODEL_STATUS).write_text("pmode:0003\n")  # 7W
+    governor = Governor(*DEFAULTS, sysfs_root=root, first_interval_s=0)
+    sample = dataclasses.replace(governor.sample(), other_cpu_percent=0.0)  # the host's CPU aside
+    assert (sample.power_mode, sample.power_watts) == ("7W (mode 3)", 7.0)
+    for running in (True, False):
+        verdict = governor.judge(sample, running=running, ignore_quiet=True)
+        assert verdict.action == "pause"
+        assert verdict.reasons == ("power mode 7W (mode 3) is below 10 W (nvpmodel -m for more)",)
+    (root / jetson.NVPMODEL_STATUS).write_text("pmode:0000\n")  # 15W
+    fifteen = dataclasses.replace(governor.sample(), other_cpu_percent=0.0)
+    assert fifteen.power_watts == 15.0
+    assert governor.judge(fifteen, running=False, ignore_quiet=True).action == "run"
+    off = GovernorSettings(min_power_watts=None)
+    assert Governor(off, DEFAULTS[1]).judge(sample, running=True).action == "run"
+    assert jetson.PowerMode(2, "MAXN_SUPER").watts is None
+    assert jetson.PowerMode(2, "MODE_30W").watts == 30.0
+    assert jetson.PowerMode(9, None).watts is None
+
+
+def test_busy_gpu_keeps_a_run_from_starting_only() -> None:
+    governor = Governor(*DEFAULTS, sysfs_root=HOT, first_interval_s=0)
+    sample = dataclasses.replace(
+        governor.sample(), temperature_c=50.0, available_mb=5000.0, other_cpu_percent=0.0
+    )
+    assert sample.gpu_load_percent == 63.0
+    waiting = governor.judge(sample, running=False, ignore_quiet=True)
+    assert waiting.reasons == ("the GPU is 63% busy (starts at or below 50%)",)
+    assert governor.judge(sample, running=True, ignore_quiet=True).action == "run"
+
+
+def test_shared_memory_is_read_from_the_board() -> None:
+    nano = Governor(*DEFAULTS, sysfs_root=NANO, first_interval_s=0).sample()
+    assert nano.shared_memory
+    assert (round(nano.total_mb), round(nano.available_mb)) == (7620, 4168)
+    assert nano.gpu_memory_mb == 103.0
+    hot = Governor(*DEFAULTS, sysfs_root=HOT, first_interval_s=0)
+    verdict = hot.check(running=False, ignore_quiet=True)
+    assert verdict.sample.gpu_memory_mb == 1248.0
+    assert "only 1435 MB free (needs 2048 MB to start)" in verdict.reasons
+    data = json.loads(json.dumps(verdict.as_dict(), allow_nan=False))["sample"]
+    assert (data["gpu_memory_mb"], data["shared_memory"]) == (1248.0, True)
+    agx = jetson.memory(AGX)
+    assert agx is not None and round(agx.total_mb) == 62795
+
+
+def test_host_memory_comes_from_psutil_off_a_jetson(tmp_path: Path) -> None:
+    sample = Governor(*RELAXED, sysfs_root=tmp_path, first_interval_s=0).sample()
+    assert (sample.shared_memory, sample.gpu_memory_mb, sample.power_watts) == (False, None, None)
+    assert jetson.memory(tmp_path) is None
+    assert jetson.memory(Path("/")) is not None  # this Linux box's own meminfo parses

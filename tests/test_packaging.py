@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "insan-edge.service"
+SLICE = REPO / "systemd" / "insan-edge.slice"
 INSTALL = REPO / "scripts" / "install.sh"
 EXAMPLE_CONFIG = REPO / "configs" / "family.example.yaml"
 
@@ -123,6 +124,19 @@ def test_unit_memory_fits_an_8gb_board() -> None:
     assert one(s, "MemorySwapMax") == "0"
 
 
+def test_the_slice_bounds_the_service_from_outside() -> None:
+    """The service runs in insan-edge.slice, whose caps sit above the service's own and below
+    what the board has beside JetPack (~7620 MB less ~1200 MB)."""
+    assert one(service_settings(), "Slice") == "insan-edge.slice"
+    lines = [line.strip() for line in SLICE.read_text().splitlines()]
+    body = lines[lines.index("[Slice]") + 1 :]
+    slice_ = dict(line.split("=", 1) for line in body if line and not line.startswith("#"))
+    s = service_settings()
+    assert size_mib(one(s, "MemoryMax")) <= size_mib(slice_["MemoryHigh"])
+    assert size_mib(slice_["MemoryHigh"]) < size_mib(slice_["MemoryMax"]) <= 7620 - 1200
+    assert slice_["MemorySwapMax"] == "0" and slice_["MemoryAccounting"] == "yes"
+
+
 @needs_systemd_analyze
 def test_unit_verifies(tmp_path: Path) -> None:
     """`systemd-analyze verify` finds nothing to say about the unit's own lines.
@@ -136,10 +150,13 @@ def test_unit_verifies(tmp_path: Path) -> None:
     copy = tmp_path / "insan-edge.service"
     copy.write_text(text.replace(f"ExecStart={PROD_EXE} ", f"ExecStart={TEST_EXE} "))
 
-    result = run([str(SYSTEMD_ANALYZE), "verify", str(copy)], cwd=tmp_path)
+    shutil.copy(SLICE, tmp_path / SLICE.name)  # the unit's Slice=, verified beside it
+    result = run(
+        [str(SYSTEMD_ANALYZE), "verify", str(tmp_path / SLICE.name), str(copy)], cwd=tmp_path
+    )
     output = (result.stdout + result.stderr).strip()
     print(f"systemd-analyze verify: rc={result.returncode} output={output or '(none)'}")
-    about_unit = [line for line in output.splitlines() if "insan-edge.service" in line]
+    about_unit = [line for line in output.splitlines() if "insan-edge.s" in line]
     assert about_unit == []
     assert result.returncode == 0
 
@@ -263,6 +280,8 @@ def test_install_puts_the_files_in_place(installed: Installed) -> None:
     unit = installed.root / "etc" / "systemd" / "system" / "insan-edge.service"
     assert unit.read_text() == UNIT.read_text()
     assert unit.stat().st_mode & 0o777 == 0o644
+    slice_ = unit.with_name("insan-edge.slice")
+    assert slice_.read_text() == SLICE.read_text() and slice_.stat().st_mode & 0o777 == 0o644
 
     config_dir = installed.config.parent
     assert config_dir.stat().st_mode & 0o777 == 0o750
@@ -291,6 +310,7 @@ def test_install_keeps_an_existing_config(installed: Installed) -> None:
     assert "keeping the existing" in second.stdout
     # Nothing else changed the second time either.
     assert re.search(r"^==> Unit: .* unchanged$", second.stdout, re.MULTILINE)
+    assert re.search(r"^==> Slice: .* unchanged$", second.stdout, re.MULTILINE)
     assert re.search(r"^==> Venv: .* exists$", second.stdout, re.MULTILINE)
 
 

@@ -243,6 +243,13 @@ def test_a_paused_run_continues_when_the_request_is_done(daemon_factory, trainab
     assert valid.returncode == 0 and "testfam v1 (active): ok" in valid.stdout, valid
     status = cli("status")
     assert status.returncode == 0 and "training: idle" in status.stdout, status
+    # The run reported its device; this machine has no GPU, so every part is on the CPU.
+    assert "devices: serving cpu (n_gpu_layers is 0 in the config)" in status.stdout, status
+    assert ", training cpu" in status.stdout, status
+    assert d.client.status()["devices"]["training"] == {
+        "device": "cpu",
+        "reason": "reported by the last run",
+    }
     assert cli("models", "rollback").returncode != 0  # needs --family
     back = cli("models", "rollback", "--family", FAMILY)
     assert back.returncode == 0 and "now serving base" in back.stdout, back

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -81,11 +81,10 @@ class ModelSettings(ConfigModel):
         title="Threads",
         description="CPU threads for llama.cpp; empty means all cores.",
     )
-    n_gpu_layers: int = Field(
+    n_gpu_layers: Annotated[int, Field(ge=-1)] | Literal["auto"] = Field(
         default=0,
-        ge=-1,
         title="GPU layers",
-        description="Layers offloaded to the GPU; -1 for all, 0 for CPU only.",
+        description="Layers offloaded to the GPU; -1 for all, 0 for CPU only, auto for as many as fit in free memory (CPU when llama.cpp cannot offload).",
     )
     temperature: float = Field(
         default=0.7,

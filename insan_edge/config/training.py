@@ -269,6 +269,19 @@ class GovernorSettings(ConfigModel):
         title="Stop temperature",
         description="Hottest sensor (°C) above which a run stops.",
     )
+    min_power_watts: float | None = Field(
+        default=10,
+        gt=0,
+        title="Lowest power mode (W)",
+        description="On a Jetson, a power mode under this many watts (the Orin Nano's 7W) pauses training; MAXN always allows it; empty disables the rule.",
+    )
+    max_gpu_percent: float = Field(
+        default=50,
+        gt=0,
+        le=100,
+        title="GPU busy limit",
+        description="On a Jetson, GPU load (percent) above which a run waits to start.",
+    )
     sample_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from insan_edge.logs import kv
 from insan_edge.training.data import Batch
 from insan_edge.training.job import LoraSpec
 
@@ -30,9 +31,24 @@ LOSS_CHUNK = 32  # target positions per output-layer chunk: 32 x 262k x 4 B = 34
 
 
 def pick_device() -> torch.device:
+    """CUDA when torch has it and a tensor can be made there (bitsandbytes then quantizes on
+    the GPU), else the CPU; the choice and its reason go to the log (the trainer's stderr)."""
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from insan_edge.devices import training_device
+
+    cuda, error = torch.cuda.is_available(), None
+    if cuda:
+        try:
+            torch.ones(1, device="cuda").add_(1)
+        except (RuntimeError, AssertionError) as exc:  # driver/arch mismatch, no kernel image
+            error = str(exc).splitlines()[0][:200]
+    placement = training_device(cuda, error)
+    level = logging.INFO if placement.device == "cuda" or not cuda else logging.WARNING
+    logging.getLogger("insan_edge.training").log(
+        level, kv("trainer.device", device=placement.device, why=placement.reason)
+    )
+    return torch.device(placement.device)
 
 
 def quiet_libraries() -> None:
