@@ -245,7 +245,9 @@ def assess(
     """
     text = f"{title}. {description}"
     reading = meaning.flags([text])[0] if meaning is not None else None
-    known = titles.table().lookup(title) if settings.title_table else None
+    # By name only where the item is a film, show, game or book: a craft called "Halloween" is not the film.
+    on_screen = settings.title_table and category in titles.MEDIA
+    known = titles.table().lookup(title) if on_screen else None
     rating = estimated_rating(text, content_rating, reading)
     if known is not None and rank(known.rating) > rank(rating):
         rating = known.rating

@@ -20,6 +20,9 @@ from insan_edge.ratings import to_box
 
 TITLES_FILE = Path(__file__).parent / "data" / "titles.tsv"
 KINDS = ("movie", "show", "video_game", "book")
+MEDIA = frozenset(
+    {"movie", "show", "video", "video_game", "game", "book"}
+)  # item categories looked up
 SYSTEMS = ("MPAA", "TV", "ESRB", "PEGI", "BBFC", "AGE")
 
 _VERB = re.compile(
