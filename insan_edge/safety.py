@@ -85,11 +85,10 @@ def topic_pattern(topic: str) -> re.Pattern[str]:
     return _pattern_cache[key]
 
 
-def neutral(text: str, reading: Reading | None = None) -> str:
-    """The text in lower case; by keywords alone (no ``reading`` of its meaning), without the
-    harmless phrases that hold a topic's word (the topic model, calibrated on raw keyword
-    matches, tells those apart itself)."""
-    return HARMLESS.sub(" ", text.lower()) if reading is None else text.lower()
+def neutral(text: str) -> str:
+    """The text in lower case without the harmless phrases that hold a topic's word
+    ("shooting star"); ``topic_eval`` measures raw keywords, as the topic model was fitted."""
+    return HARMLESS.sub(" ", text.lower())
 
 
 def topic_hits(text: str, topics: Iterable[str], harmless: bool = False) -> list[str]:
@@ -120,7 +119,7 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
     """The item's rating: never lower than its words or its meaning suggest (claims are not
     trusted); ``reading`` is what the topic model found in it, when it runs."""
     floor = "G"
-    lowered = neutral(text, reading)
+    lowered = neutral(text)
     for topic, minimum in RATING_FLOOR:
         if (
             rank(minimum) > rank(floor)
@@ -137,7 +136,7 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
 
 def _topics_found(text: str, topics: Sequence[str], reading: Reading | None) -> dict[str, str]:
     """Of ``topics`` (as a parent wrote them), those the item is on, each with how it was found."""
-    found = {t: "" for t in topic_hits(text, topics, reading is None) if _confirmed(t, reading)}
+    found = {t: "" for t in topic_hits(text, topics, harmless=True) if _confirmed(t, reading)}
     for t in topics:
         score = reading.strong.get(canonical(t)) if reading else None
         if score is not None and t not in found:
@@ -199,7 +198,7 @@ def _all_topics(text: str, family: Family, members: Sequence[str], reading: Read
     for m in members:
         names += family.members[m].avoided_topics
     out: dict[str, tuple[float | None, str]] = {}
-    for t in topic_hits(text, dict.fromkeys(names), reading is None):
+    for t in topic_hits(text, dict.fromkeys(names), harmless=True):
         if _confirmed(t, reading):
             score = reading.weak.get(canonical(t)) if reading else None
             out[canonical(t)] = (None if score is None else round(score, 3), "keywords")
@@ -248,7 +247,8 @@ def assess(
     # By name only where the item is a film, show, game or book: a craft called "Halloween" is not the film.
     on_screen = settings.title_table and category in titles.MEDIA
     known = titles.table().lookup(title) if on_screen else None
-    rating = estimated_rating(text, content_rating, reading)
+    # A known title's official rating outweighs what the model guesses from its few words.
+    rating = estimated_rating(text, content_rating, reading if known is None else None)
     if known is not None and rank(known.rating) > rank(rating):
         rating = known.rating
     family_rules: list[Violation] = []

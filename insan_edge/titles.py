@@ -31,7 +31,7 @@ _VERB = re.compile(
     r"series|game|book)\s+)?",
 )
 _KIND_WORD = re.compile(
-    r"^(?:the\s+)?(?:movie|film|show|series|tv series|game|video game|book)\s*[:\-]?\s+"
+    r"^(?:the\s+)?(?:movie|film|show|series|tv series|game|video game|book)\s*[:\-]\s*"
 )
 _YEAR = re.compile(r"\s*[\(\[]\s*(?:19|20)\d\d\s*[\)\]]\s*$")
 _EPISODE = re.compile(
