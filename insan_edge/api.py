@@ -19,7 +19,8 @@ from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
 from insan_edge import __version__
-from insan_edge.contracts import RecommendationRequest, TokenRequest
+from insan_edge.checker import Checker, audit_since
+from insan_edge.contracts import CheckRequest, RecommendationRequest, TokenRequest
 from insan_edge.errors import BadRequestError, InsanEdgeError, UnauthorizedError
 from insan_edge.gateway import GRANT
 from insan_edge.logs import kv
@@ -33,6 +34,7 @@ log = logging.getLogger("insan_edge.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HARD_BODY_LIMIT = 16 * 1024 * 1024
 MAX_EVENTS_PER_POST = 1000
+CHECK_MAX_BODY = 256 * 1024  # 100 items with long descriptions fit
 
 
 @dataclass
@@ -198,6 +200,34 @@ def build_app(
             grant.require_recommend(family, members)
         answer = await backend.recommender.recommend(family, req)
         return web.json_response(answer.model_dump(mode="json"))
+
+    @routes.post("/v1/families/{family}/check", name="check")
+    async def check(request: web.Request) -> web.Response:
+        body = await read_json(request, CHECK_MAX_BODY)
+        if not isinstance(body, dict):
+            raise _BadJson("the body must be a JSON object")
+        req = CheckRequest.model_validate(body)
+        family = request.match_info["family"]
+        grant = _grant(request)
+        if grant is not None:
+            wanted = [*([req.member] if req.member else []), *req.members, *req.context.present]
+            grant.require_recommend(family, wanted or None)
+        rec = backend.recommender
+        checker = Checker(rec.store, rec.get_config, rec.meaning)
+        answer = await asyncio.to_thread(checker.check, family, req)
+        return web.json_response(answer.model_dump(mode="json"))
+
+    @routes.get("/v1/families/{family}/audit", name="audit")
+    async def audit(request: web.Request) -> web.Response:
+        try:
+            limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+        except ValueError:
+            raise BadRequestError("limit must be a whole number") from None
+        family = request.match_info["family"]
+        backend.recommender.get_config().config.family(family)  # 404 for an unknown one
+        since = request.query.get("since") or None
+        rows = await asyncio.to_thread(audit_since, backend.recommender.store, family, since, limit)
+        return web.json_response({"family": family, "decisions": rows})
 
     @routes.post("/v1/interactions", name="interactions")
     async def interactions(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__, cli_doctor, cli_lan, cli_models, cli_tokens
+from insan_edge import __version__, cli_check, cli_doctor, cli_lan, cli_models, cli_tokens
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_models.add_parsers(sub, _socket_arg)
     cli_tokens.add_parsers(sub, _socket_arg)
+    cli_check.add_parsers(sub, _socket_arg)
     cli_lan.add_parsers(sub)
     cli_doctor.add_parser(sub)
 
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_tokens.handle_lan(args)
         if (code := cli_lan.run(args)) is not None:
             return code
+        if args.command in ("check", "audit"):
+            return cli_check.handle(args)
         client = LocalClient(args.socket)
         if args.command == "tokens":
             return cli_tokens.handle_tokens(args, client)

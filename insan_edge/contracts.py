@@ -172,3 +172,85 @@ class IngestResult(BaseModel):
 
 class TokenList(BaseModel):
     tokens: list[TokenInfo]
+
+
+def _rating_text(text: str) -> str:
+    from insan_edge.ratings import box_rating
+
+    box_rating(text)  # ValueError names what is understood
+    return text.strip()
+
+
+RatingText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=16),
+    AfterValidator(_rating_text),
+]
+
+
+class CheckItem(_Strict):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] = Field(
+        description="The title as the app shows it, e.g. \"Watch 'Hereditary'\"."
+    )  # fmt: skip
+    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] = Field(
+        default="", description="What the app knows of it, if anything."
+    )
+    content_rating: RatingText | None = Field(
+        default=None,
+        description="The rating the app claims (G, PG, PG-13, R, TV-14, E10+, PEGI 12, 12A, 10+, ...); never trusted above the box's own estimate.",
+    )
+    kind: Category = Field(
+        default="video",
+        description="What it is, for time restrictions: video, movie, show, game, ...",
+    )
+
+
+class CheckRequest(_Strict):
+    member: MemberId | None = Field(default=None, description="Who it is for.")
+    members: list[MemberId] = Field(
+        default_factory=list, max_length=32, description="Or everyone present: it must suit all."
+    )
+    items: list[CheckItem] = Field(min_length=1, max_length=100, description="1 to 100 items.")
+    context: RequestContext = Field(
+        default_factory=RequestContext, description="The situation; context.at defaults to now."
+    )
+
+
+class CheckTopic(BaseModel):
+    topic: str
+    score: float | None = Field(description="The topic model's similarity; null: keywords only.")
+    by: Literal["keywords", "meaning"]
+
+
+class CheckReason(BaseModel):
+    rule: str = Field(
+        description="content_rating, blocked_topic, avoided_topic, time_restriction, parent_deny or parent_allow."
+    )
+    member: str | None = Field(description="Whom it concerns; null: the whole family.")
+    message: str = Field(description="In words a parent reads.")
+    blocks: bool = Field(description="False where a parent's allow-list lifted it.")
+
+
+class KnownTitleRef(BaseModel):
+    title: str
+    year: int | None
+    system: str = Field(description="MPAA, TV, ESRB, PEGI, BBFC or AGE.")
+    official: str = Field(description="The official rating, as its system writes it.")
+
+
+class CheckResult(BaseModel):
+    index: int
+    allowed: bool
+    rating: str = Field(description="The box's estimate: G, PG, PG-13 or R.")
+    claimed_rating: str | None
+    known_title: KnownTitleRef | None = Field(description="The title table's entry, if matched.")
+    topics: list[CheckTopic]
+    reasons: list[CheckReason]
+
+
+class CheckResponse(BaseModel):
+    family: str
+    members: list[str]
+    at: str = Field(description="The local time judged at.")
+    results: list[CheckResult]
+    latency_ms: float

@@ -87,7 +87,7 @@ def _authorize(grant: Grant, request: web.Request) -> None:
     """Route-level scope check; member- and event-level checks happen in the handlers."""
     route = request.match_info.route.name
     family = request.match_info.get("family")
-    if route == "recommendations" and family is not None:
+    if route in ("recommendations", "check") and family is not None:
         if not any(s.kind == "recommend" for s in grant.scopes) and not grant.is_admin:
             raise ForbiddenError(f"the token of {grant.app!r} may not ask for suggestions")
         # May this token ask for anyone in this family? The exact members are checked later.

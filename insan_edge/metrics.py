@@ -147,6 +147,11 @@ def render(
     drops = sorted(s["safety"]["drops_by_rule"].items())
     _family(out, "items_dropped_total", "counter", "Items safety removed, by rule.",
             [({"rule": rule}, n) for rule, n in drops])  # fmt: skip
+    checks = s.get("checks") or {}
+    _family(out, "checks_blocked_total", "counter", "Items apps asked about that were not allowed.",
+            [({}, checks.get("items_blocked", 0))])  # fmt: skip
+    _family(out, "checks_blocked_by_rule_total", "counter", "Rules that blocked checked items.",
+            [({"rule": r}, n) for r, n in sorted((checks.get("blocked_by_rule") or {}).items())])  # fmt: skip
     _family(out, "training_runs", "gauge", "Training runs in the store, by state.",
             [({"state": st}, runs_by_state.get(st, 0)) for st in RUN_STATES])  # fmt: skip
     training = s.get("training") or {}

@@ -14,6 +14,8 @@ from pydantic.json_schema import models_json_schema
 
 from insan_edge import __version__
 from insan_edge.contracts import (
+    CheckRequest,
+    CheckResponse,
     Error,
     Health,
     IngestResult,
@@ -34,6 +36,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     Health,
     RecommendationRequest,
     RecommendationResponse,
+    CheckRequest,
+    CheckResponse,
     InteractionEvent,
     IngestResult,
     TokenRequest,
@@ -135,6 +139,31 @@ def openapi_document() -> dict[str, Any]:
                 body=_ref("RecommendationRequest"),
                 params=("family",),
                 errors=(*_BODY, "503"),
+            )
+        },
+        "/v1/families/{family}/check": {
+            "post": _op(
+                "Is this content right for these members now? One verdict per item, with reasons",
+                _ref("CheckResponse"),
+                body=_ref("CheckRequest"),
+                params=("family",),
+                errors=_BODY,
+            )
+        },
+        "/v1/families/{family}/audit": {
+            "get": _op(
+                "The family's recent safety decisions, newest first (admin)",
+                params=("family",),
+                errors=("400", *_FAMILY),
+                query=[
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "description": "ISO UTC time"},
+                    },
+                    *limit,
+                ],
             )
         },
         "/v1/interactions": {

@@ -14,148 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from insan_edge import titles
 from insan_edge.config.family import CATEGORIES, RATINGS, Family, Member, SafetyLevel
 from insan_edge.config.system import SafetySettings
+from insan_edge.parents import first_match
+from insan_edge.titles import KnownTitle
+from insan_edge.topic_words import HARMLESS, RATING_FLOOR, TOPIC_WORDS
 from insan_edge.topics import BUILTIN, Reading, canonical
-
-# Words that stand for a topic a parent names. A topic not listed matches its own words.
-TOPIC_WORDS: dict[str, tuple[str, ...]] = {
-    "violence": (
-        "violence",
-        "violent",
-        "war",
-        "wars",
-        "battle",
-        "battles",
-        "fight",
-        "fighting",
-        "kill",
-        "killing",
-        "killer",
-        "murder",
-        "blood",
-        "bloody",
-        "gore",
-        "shooting",
-        "shooter",
-        "massacre",
-        "assault",
-        "combat",
-        "slaughter",
-        "brutal",
-        "zombie",
-    ),
-    "weapons": (
-        "weapon",
-        "weapons",
-        "gun",
-        "guns",
-        "rifle",
-        "pistol",
-        "knife",
-        "knives",
-        "sword",
-        "swords",
-        "bomb",
-        "explosive",
-        "ammo",
-        "ammunition",
-    ),
-    "horror": (
-        "horror",
-        "scary",
-        "terrifying",
-        "haunted",
-        "ghost",
-        "ghosts",
-        "zombie",
-        "zombies",
-        "demon",
-        "demons",
-        "slasher",
-        "nightmare",
-        "creepy",
-        "possessed",
-    ),
-    "gambling": (
-        "gambling",
-        "gamble",
-        "casino",
-        "poker",
-        "betting",
-        "bet",
-        "bets",
-        "slots",
-        "slot machine",
-        "roulette",
-        "blackjack",
-        "lottery",
-        "jackpot",
-        "wager",
-    ),
-    "drugs": (
-        "drug",
-        "drugs",
-        "cocaine",
-        "heroin",
-        "marijuana",
-        "cannabis",
-        "weed",
-        "meth",
-        "overdose",
-        "narcotics",
-        "stoned",
-    ),
-    "alcohol": (
-        "alcohol",
-        "beer",
-        "wine",
-        "vodka",
-        "whiskey",
-        "cocktail",
-        "cocktails",
-        "drunk",
-        "booze",
-        "liquor",
-        "bar crawl",
-        "hangover",
-    ),
-    "sexual content": (
-        "sex",
-        "sexual",
-        "sexy",
-        "nude",
-        "nudity",
-        "porn",
-        "erotic",
-        "explicit",
-        "strip club",
-        "seduction",
-    ),
-    "self-harm": ("self-harm", "self harm", "suicide", "suicidal", "cutting myself", "kill myself"),
-    "hate": ("hate", "racist", "racism", "nazi", "slur", "slurs", "bigot", "supremacist"),
-    "profanity": ("swearing", "profanity", "curse words", "cursing", "obscene"),
-    "scary": ("scary", "horror", "haunted", "ghost", "monster", "nightmare", "creepy"),
-    "spiders": ("spider", "spiders", "tarantula", "arachnid", "arachnids"),
-    "social media": ("social media", "tiktok", "instagram", "snapchat", "influencer"),
-}
-TOPIC_WORDS["sex"] = TOPIC_WORDS["sexual content"]
-TOPIC_WORDS["weapon"] = TOPIC_WORDS["weapons"]
-TOPIC_WORDS["drugs and alcohol"] = TOPIC_WORDS["drugs"] + TOPIC_WORDS["alcohol"]
-
-# Words whose presence means an item cannot be rated below this, whatever it claims.
-RATING_FLOOR: tuple[tuple[str, str], ...] = (
-    ("sexual content", "R"),
-    ("drugs", "R"),
-    ("self-harm", "R"),
-    ("hate", "R"),
-    ("violence", "PG-13"),
-    ("horror", "PG-13"),
-    ("weapons", "PG-13"),
-    ("gambling", "PG-13"),
-    ("alcohol", "PG-13"),
-    ("profanity", "PG-13"),
-)
 
 # Highest rating by age band and safety level: (min age, {level: rating}).
 _AGE_LIMITS: tuple[tuple[int, dict[SafetyLevel, str]], ...] = (
@@ -220,8 +85,14 @@ def topic_pattern(topic: str) -> re.Pattern[str]:
     return _pattern_cache[key]
 
 
-def topic_hits(text: str, topics: Iterable[str]) -> list[str]:
-    lowered = text.lower()
+def neutral(text: str) -> str:
+    """The text in lower case without the harmless phrases that hold a topic's word
+    ("shooting star"); ``topic_eval`` measures raw keywords, as the topic model was fitted."""
+    return HARMLESS.sub(" ", text.lower())
+
+
+def topic_hits(text: str, topics: Iterable[str], harmless: bool = False) -> list[str]:
+    lowered = HARMLESS.sub(" ", text.lower()) if harmless else text.lower()
     return [t for t in topics if topic_pattern(t).search(lowered)]
 
 
@@ -248,7 +119,7 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
     """The item's rating: never lower than its words or its meaning suggest (claims are not
     trusted); ``reading`` is what the topic model found in it, when it runs."""
     floor = "G"
-    lowered = text.lower()
+    lowered = neutral(text)
     for topic, minimum in RATING_FLOOR:
         if (
             rank(minimum) > rank(floor)
@@ -265,7 +136,7 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
 
 def _topics_found(text: str, topics: Sequence[str], reading: Reading | None) -> dict[str, str]:
     """Of ``topics`` (as a parent wrote them), those the item is on, each with how it was found."""
-    found = {t: "" for t in topic_hits(text, topics) if _confirmed(t, reading)}
+    found = {t: "" for t in topic_hits(text, topics, harmless=True) if _confirmed(t, reading)}
     for t in topics:
         score = reading.strong.get(canonical(t)) if reading else None
         if score is not None and t not in found:
@@ -275,9 +146,24 @@ def _topics_found(text: str, topics: Sequence[str], reading: Reading | None) -> 
 
 @dataclass(frozen=True)
 class Violation:
-    rule: str  # content_rating | blocked_topic | avoided_topic | time_restriction
+    rule: str  # content_rating | blocked_topic | avoided_topic | time_restriction | parent_deny | parent_allow
     member: str | None
     message: str
+    blocks: bool = True  # False: a parent's allow-list lifted it, or it says so (parent_allow)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The one judgement of an item: its rating, what it is about, and every rule that fired."""
+
+    rating: str  # the box's estimate: never below the claim, the words, the meaning, the title
+    topics: dict[str, tuple[float | None, str]]  # topic -> (score by meaning, "keywords"|"meaning")
+    known: KnownTitle | None
+    violations: list[Violation]
+
+    @property
+    def allowed(self) -> bool:
+        return not any(v.blocks for v in self.violations)
 
 
 def _in_window(start_min: int, end_min: int, minute: int) -> bool:
@@ -298,39 +184,124 @@ def check_item(
     at: datetime,
     meaning: Meaning | None = None,
 ) -> list[Violation]:
-    """Every rule the item breaks for any of ``members`` (ids in ``family``) at local time ``at``.
+    """Every rule the item breaks for any of ``members`` (ids in ``family``) at local time ``at``
+    (the blocking ones of ``assess``)."""
+    found = assess(
+        title=title, description=description, category=category, content_rating=content_rating,
+        family=family, members=members, settings=settings, at=at, meaning=meaning,
+    )  # fmt: skip
+    return [v for v in found.violations if v.blocks]
 
-    Topics are matched by keywords and, with ``meaning`` (the topic model), by meaning too.
-    Messages name members by id, never by name: they go into the audit log.
+
+def _all_topics(text: str, family: Family, members: Sequence[str], reading: Reading | None) -> dict[str, tuple[float | None, str]]:  # fmt: skip
+    names = [t for t, _ in RATING_FLOOR] + list(family.safety.blocked_topics)
+    for m in members:
+        names += family.members[m].avoided_topics
+    out: dict[str, tuple[float | None, str]] = {}
+    for t in topic_hits(text, dict.fromkeys(names), harmless=True):
+        if _confirmed(t, reading):
+            score = reading.weak.get(canonical(t)) if reading else None
+            out[canonical(t)] = (None if score is None else round(score, 3), "keywords")
+    for t, score in (reading.strong if reading else {}).items():
+        out.setdefault(t, (round(score, 3), "meaning"))
+    return out
+
+
+def _parent_word(family: Family, member_id: str, title: str, description: str) -> Violation | None:
+    """What a parent's lists say of this item for this member: the member's lists first, then
+    the family's; on one level a deny beats an allow."""
+    member = family.members[member_id]
+    for who, allow, deny in (
+        (f"{member_id}'s", member.allow_list, member.deny_list),
+        ("the family's", family.safety.allow_list, family.safety.deny_list),
+    ):
+        if (phrase := first_match(deny, title, description)) is not None:
+            return Violation("parent_deny", member_id, f"on {who} deny-list: '{phrase}'")
+        if (phrase := first_match(allow, title)) is not None:
+            return Violation(
+                "parent_allow", member_id, f"on {who} allow-list: '{phrase}'", blocks=False
+            )
+    return None
+
+
+def assess(
+    *,
+    title: str,
+    description: str,
+    category: str,
+    content_rating: str,
+    family: Family,
+    members: Sequence[str],
+    settings: SafetySettings,
+    at: datetime,
+    meaning: Meaning | None = None,
+) -> Assessment:
+    """Judge the item for ``members`` at local time ``at``: every rule that fired, in words a
+    parent reads. Topics are matched by keywords and, with ``meaning`` (the topic model), by
+    meaning too; known titles by the shipped table (``settings.title_table``). A parent's allow-
+    or deny-list has the last word on content (not on time restrictions). Messages name members
+    by id, never by name: they go into the audit log.
     """
     text = f"{title}. {description}"
     reading = meaning.flags([text])[0] if meaning is not None else None
-    out: list[Violation] = []
-    rating = estimated_rating(text, content_rating, reading)
+    # By name only where the item is a film, show, game or book: a craft called "Halloween" is not the film.
+    on_screen = settings.title_table and category in titles.MEDIA
+    known = titles.table().lookup(title) if on_screen else None
+    # A known title's official rating outweighs what the model guesses from its few words.
+    rating = estimated_rating(text, content_rating, reading if known is None else None)
+    if known is not None and rank(known.rating) > rank(rating):
+        rating = known.rating
+    family_rules: list[Violation] = []
     blocked = _topics_found(text, family.safety.blocked_topics, reading)
     for topic, how in blocked.items():
-        out.append(Violation("blocked_topic", None, f"blocked topic for the family: {topic}{how}"))
+        family_rules.append(
+            Violation("blocked_topic", None, f"blocked topic for the family: {topic}{how}")
+        )
+    out: list[Violation] = []
+    words: list[Violation] = []  # a parent's word comes first in the reasons
+    lifted_for: list[str] = []
     for member_id in members:
         member = family.members[member_id]
+        content: list[Violation] = []
         limit = member_rating_limit(member, family, settings)
         if rank(rating) > rank(limit):
-            claimed = "" if rating == content_rating else f" (it claimed {content_rating})"
-            out.append(
+            content.append(
                 Violation(
                     "content_rating",
                     member_id,
-                    f"rated {rating}{claimed}, {member_id}'s limit is {limit}",
+                    f"rated {rating}{_why_rated(rating, content_rating, known)}, "
+                    f"{member_id}'s limit is {limit}",
                 )
             )
         for topic, how in _topics_found(text, member.avoided_topics, reading).items():
             if topic not in blocked:
-                out.append(
+                content.append(
                     Violation(
                         "avoided_topic", member_id, f"{member_id} avoids the topic: {topic}{how}"
                     )
                 )
+        word = _parent_word(family, member_id, title, description)
+        if word is not None and not word.blocks:  # allowed by a parent: content rules stand aside
+            lifted_for.append(member_id)
+            content = [_lifted(v) for v in content]
+        if word is not None:
+            words.append(word)
+        out.extend(content)
         out.extend(_time_violations(family, member_id, category, at))
-    return out
+    if lifted_for and len(lifted_for) == len(members):
+        family_rules = [_lifted(v) for v in family_rules]
+    topics = _all_topics(text, family, members, reading)
+    return Assessment(rating, topics, known, words + family_rules + out)
+
+
+def _lifted(v: Violation) -> Violation:
+    return Violation(v.rule, v.member, f"{v.message} (overridden: a parent allowed it)", False)
+
+
+def _why_rated(rating: str, claimed: str, known: KnownTitle | None) -> str:
+    if known is not None and known.rating == rating:
+        return f": {known.describe()}"
+    return "" if rating == claimed else f" (it claimed {claimed})"
 
 
 def _time_violations(

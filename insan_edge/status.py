@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from insan_edge import __version__
+from insan_edge.checker import check_counts
 from insan_edge.crisis import open_alerts
 from insan_edge.duties import inbox_lag, scrubbed_entities
 
@@ -106,6 +107,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
             **safety,
             "pass_rate": round(safety["items_served"] / checked, 4) if checked else None,
         },
+        "checks": check_counts(d.store),
         "requests": {
             "recommendations": counters.requests,
             "cache_hits": counters.cache_hits,

@@ -155,6 +155,18 @@ class Member(ConfigModel):
         title="Max content rating",
         description="Optional personal limit; the strictest of this, the age-based limit and the family limit applies.",
     )
+    allow_list: list[str] = Field(
+        default_factory=list,
+        title="Allow-list",
+        description="Titles or phrases this person may always have, whatever the other rules say (time restrictions still apply); this list is asked before the family's.",
+        max_length=200,
+    )
+    deny_list: list[str] = Field(
+        default_factory=list,
+        title="Deny-list",
+        description="Titles or phrases never allowed for this person, in a title or description.",
+        max_length=200,
+    )
 
     @property
     def effective_safety_level(self) -> SafetyLevel:
@@ -279,6 +291,18 @@ class FamilySafety(ConfigModel):
         default_factory=list,
         title="Time restrictions",
         description="Windows in which some content is not suggested.",
+    )
+    allow_list: list[str] = Field(
+        default_factory=list,
+        title="Allow-list",
+        description="Titles or phrases anyone in the family may have, whatever the other rules say (time restrictions still apply; a member's own lists are asked first).",
+        max_length=500,
+    )
+    deny_list: list[str] = Field(
+        default_factory=list,
+        title="Deny-list",
+        description="Titles or phrases never allowed in the family, in a title or description; a deny beats an allow on the same list level.",
+        max_length=500,
     )
 
 

@@ -188,6 +188,11 @@ class SafetySettings(ConfigModel):
         title="Topics by meaning",
         description="Also match blocked and avoided topics by meaning (a small sentence model), not only by keywords.",
     )
+    title_table: bool = Field(
+        default=True,
+        title="Known titles",
+        description="Rate items by the shipped table of well-known films, series, games and books (configs/titles.tsv), whatever their words say.",
+    )
     topic_device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         title="Topic model device",

@@ -1,0 +1,42 @@
+"""Print the check's blocked / over-blocked shares on tests/data/check_labelled.jsonl.
+
+PYTHONPATH=. python scripts/measure_check.py [--verbose]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from insan_edge.check_eval import CHILD, load, measure
+from insan_edge.topic_model import Embedder, ensure_model
+from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "check_labelled.jsonl"
+
+
+def main() -> int:
+    rows = load(DATA)
+    with tempfile.TemporaryDirectory() as tmp:
+        embedder = Embedder(ensure_model(Path(tmp)).parent, device="cpu")
+        cal = load_calibration()
+        topics = [*BUILTIN, *CHILD.safety.blocked_topics]
+        index = TopicIndex(embedder.embed, topics, cal.thresholds, cal.keyword_floors)
+        table = [
+            ("keywords alone", measure(rows, None, False)),
+            ("+ topic model", measure(rows, index, False)),
+            ("+ title table", measure(rows, index, True)),
+        ]
+    print(f"{len(rows)} items: {table[0][1]['unsafe']} unsafe, {table[0][1]['harmless']} harmless")
+    print(f"{'method':<16} {'blocked':>8} {'over-blocked':>13}")
+    for name, r in table:
+        print(f"{name:<16} {r['blocked']:>8.1%} {r['over_blocked']:>13.1%}")
+        if "--verbose" in sys.argv:
+            print("   missed:", r["missed"])
+            print("   over-blocked:", r["over_blocked_items"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
