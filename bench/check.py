@@ -82,8 +82,7 @@ def main() -> int:
         settings = loaded.config.system.safety
         embedder = Embedder(ensure_model(tmp / "state" / "models").parent, device="cpu")
         cal = load_calibration()
-        index = TopicIndex(embedder.embed, config_topics(loaded.config), cal.thresholds,
-                           cal.keyword_floors)  # fmt: skip
+        index = TopicIndex.from_calibration(embedder.embed, config_topics(loaded.config), cal)
         at = datetime.fromisoformat(AT)
 
         def in_process(items: list[dict[str, Any]], meaning: TopicIndex | None) -> None:

@@ -22,7 +22,7 @@ def main() -> int:
         embedder = Embedder(ensure_model(Path(tmp)).parent, device="cpu")
         cal = load_calibration()
         topics = [*BUILTIN, *CHILD.safety.blocked_topics]
-        index = TopicIndex(embedder.embed, topics, cal.thresholds, cal.keyword_floors)
+        index = TopicIndex.from_calibration(embedder.embed, topics, cal)
         table = [
             ("keywords alone", measure(rows, None, False)),
             ("+ topic model", measure(rows, index, False)),

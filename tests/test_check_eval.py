@@ -1,8 +1,8 @@
 """The check on a labelled file (tests/data/check_labelled.jsonl, separate from the topic set)
 for an 8-year-old with violence blocked and a PG limit. Floors sit just under what was measured
 (scripts/measure_check.py prints the table); the issue's targets (97% blocked, 5% over-blocked)
-are NOT met with the topic model on: it over-blocks harmless near-misses (card games read as
-gambling, a dance party as sexual content)."""
+are met for blocking but NOT for over-blocking: 7 of 88 harmless items are blocked (card games,
+bingo and checkers read as gambling, a ghost crab and a gingerbread haunted house as horror)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from insan_edge.topic_model import Embedder, ensure_model
 from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
 DATA = Path(__file__).parent / "data" / "check_labelled.jsonl"
-# Measured 2026-12-02: keywords 51.7% / 8.0%, + topic model 66.7% / 21.6%, + titles 95.4% / 20.5%.
-FLOORS = {"keywords": (0.50, 0.09), "model": (0.64, 0.23), "all": (0.94, 0.22)}
+# Measured 2026-12-02 (topic model with labelled examples): keywords 51.7% / 8.0%,
+# + topic model 83.9% / 11.4%, + titles 100% / 8.0%.
+FLOORS = {"keywords": (0.50, 0.09), "model": (0.81, 0.13), "all": (0.97, 0.09)}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TopicIndex]:
     embedder = Embedder(ensure_model(tmp_path_factory.mktemp("topics")).parent, device="cpu")
     cal = load_calibration()
     topics = [*BUILTIN, *CHILD.safety.blocked_topics]
-    yield TopicIndex(embedder.embed, topics, cal.thresholds, cal.keyword_floors)
+    yield TopicIndex.from_calibration(embedder.embed, topics, cal)
 
 
 def test_the_file_is_big_balanced_and_has_the_hard_cases(rows: list[Labelled]) -> None:
@@ -53,7 +54,7 @@ def test_each_signal_adds_and_all_hold_their_floors(
         blocked, over = FLOORS[name]
         assert got["blocked"] >= blocked, (name, got)
         assert got["over_blocked"] <= over, (name, got)
-    assert model["blocked"] > kw["blocked"] and both["blocked"] > model["blocked"] + 0.2
+    assert model["blocked"] > kw["blocked"] + 0.2 and both["blocked"] > model["blocked"] + 0.1
     assert "Watch 'Hereditary'" in kw["missed"] and "Watch 'Hereditary'" not in both["missed"]
     for near in ("Battle of the bands for kids", "Knights and castles colouring",
                  "Shooting-star night walk"):  # fmt: skip

@@ -22,15 +22,15 @@ DATA = Path(__file__).parent / "data" / "topics.jsonl"
 # but a real regression does.
 # Measured (keywords+model, phrases and the fitting half as labelled examples, held-out):
 # precision / recall
-#   violence 0.77/0.66, sexual content 0.73/1.00, self-harm 0.63/0.83, drugs and alcohol 0.80/0.61,
-#   gambling 0.74/0.87, horror 0.70/0.88, weapons 0.89/0.82, hate 0.87/1.00
+#   violence 0.72/0.62, sexual content 0.89/1.00, self-harm 0.67/0.78, drugs and alcohol 0.84/0.81,
+#   gambling 0.78/0.91, horror 0.70/0.88, weapons 0.89/0.82, hate 0.89/0.96
 # (phrases alone, before the examples: all topics 0.71/0.61, violence 0.56/0.46)
 # Keywords alone: recall 0.17 to 0.35 per topic. The model's output is deterministic; the floors
 # sit 0.05 under the measurement.
 MEASURED = {
-    "violence": (0.77, 0.66), "sexual content": (0.73, 1.00), "self-harm": (0.63, 0.83),
-    "drugs and alcohol": (0.80, 0.61), "gambling": (0.74, 0.87), "horror": (0.70, 0.88),
-    "weapons": (0.89, 0.82), "hate": (0.87, 1.00),
+    "violence": (0.72, 0.62), "sexual content": (0.89, 1.00), "self-harm": (0.67, 0.78),
+    "drugs and alcohol": (0.84, 0.81), "gambling": (0.78, 0.91), "horror": (0.70, 0.88),
+    "weapons": (0.89, 0.82), "hate": (0.89, 0.96),
 }  # fmt: skip
 PRECISION_FLOOR = {t: p - 0.05 for t, (p, _) in MEASURED.items()}
 RECALL_FLOOR = {t: r - 0.05 for t, (_, r) in MEASURED.items()}
@@ -77,9 +77,9 @@ def test_precision_and_recall_per_topic_hold_their_floors(index: TopicIndex) -> 
     everything = result["_all"]
     assert everything["keywords+model"]["recall"] > everything["keywords"]["recall"] + 0.3
     assert everything["keywords+model"]["precision"] >= everything["keywords"]["precision"] - 0.02
-    assert everything["keywords+model"]["f1"] >= 0.75  # measured 0.786 (phrases alone: 0.66)
-    # Hard negatives (harmless, with risky words): 19 of 72 flagged by keywords, 21 with the model.
-    assert everything["hard_negatives_flagged"] <= 24
+    assert everything["keywords+model"]["f1"] >= 0.77  # measured 0.805 (phrases alone: 0.66)
+    # Hard negatives (harmless, with risky words): 21 of 104 flagged by keywords, 19 with the model.
+    assert everything["hard_negatives_flagged"] <= 22
 
 
 def test_the_shipped_examples_are_the_fitting_half_only() -> None:

@@ -70,6 +70,9 @@ def _wait_run(d: Any, family: str, run_id: int, timeout: float) -> dict[str, Any
 def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tmp_path):  # type: ignore[no-untyped-def]
     config = yaml.safe_load((ROOT / "tests" / "data" / "sim_family.yaml").read_text())
     config["system"]["model"] = {"seed": 7}
+    # This test is about training and the gate, not the governor: other programs on a busy
+    # machine must not keep pausing the run past its deadline (tests/test_governor.py covers that).
+    config["system"]["governor"] = {**config["system"].get("governor", {}), "max_cpu_percent": 100}
     config["system"]["training"] = {
         **config["system"].get("training", {}),
         "enabled": True,
