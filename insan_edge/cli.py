@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__, cli_lan, cli_models, cli_tokens
+from insan_edge import __version__, cli_dashboard, cli_lan, cli_models, cli_tokens
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_models.add_parsers(sub, _socket_arg)
     cli_tokens.add_parsers(sub, _socket_arg)
     cli_lan.add_parsers(sub)
+    cli_dashboard.add_parsers(sub)
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "lan":
             return cli_tokens.handle_lan(args)
         if (code := cli_lan.run(args)) is not None:
+            return code
+        if (code := cli_dashboard.run(args)) is not None:
             return code
         client = LocalClient(args.socket)
         if args.command == "tokens":
