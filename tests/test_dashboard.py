@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -369,6 +371,21 @@ def test_browser_parent_sees_the_family_and_acts(box: Box, browser: Any, screens
     page.goto(box.url + "/family")
     assert page.url.endswith("/login")
     context.close()
+
+
+def test_passphrase_set_with_the_cli_logs_in(box: Box) -> None:
+    cli = [sys.executable, "-m", "insan_edge.cli", "dashboard", "passwd", "--stdin",
+           "--config", str(box.daemon.config_path)]  # fmt: skip
+    short = subprocess.run(cli, input="short\n", capture_output=True, text=True, check=False)
+    assert short.returncode != 0 and "at least 10 characters" in short.stderr
+    done = subprocess.run(cli, input="correct horse battery\n", capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stored = (box.daemon.state_dir / "dashboard-passphrase.json").read_text()
+    assert "correct horse" not in stored and '"kdf": "scrypt"' in stored
+    cookie, _ = _login(box.port, "correct horse battery")
+    status, _, page = _http(box.port, "GET", "/privacy", cookie=cookie)
+    assert status == 200 and "<h1>Privacy</h1>" in page
 
 
 def test_login_is_rate_limited(box: Box) -> None:  # last: it shuts 127.0.0.1 out for a while

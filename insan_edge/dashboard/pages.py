@@ -7,6 +7,7 @@ the config: a page on the kitchen phone holds no one's name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import cache
@@ -29,7 +30,7 @@ class View:
     store: Store
     today: date
     csrf: str
-    status: dict[str, Any]
+    status: Callable[[], dict[str, Any]]  # only Home asks: it is the daemon's whole status
     paused_until: date | None
     flash: tuple[str, str] | None = None
 
@@ -108,7 +109,7 @@ def login(error: str | None, config_path: str) -> str:
 
 
 def home(v: View) -> str:
-    s = v.status
+    s = v.status()
     mem = s["memory"]
     box = data.box_readings()
     training = s.get("training") or {}
@@ -195,12 +196,14 @@ def family(v: View) -> str:
     for fid, fam in v.config.families.items():
         body.append(f"<h2>Family {e(fid)}</h2>")
         learned = data.learned(v.store, fid)
+        body.append('<div class="grid">')
         for mid, m in fam.members.items():
             mine = learned.get(mid, {})
             body.append(f'<section class="card" aria-label="member {e(mid)}"><h3>{e(mid)} '
                         f'<span class="muted">{e(m.role.value)}, {m.age}</span></h3>'
                         f"<p>Most accepted: {_said(mine.get('accepted', []))}.</p>"
                         f"<p>Most turned down: {_said(mine.get('rejected', []))}.</p></section>")  # fmt: skip
+        body.append("</div>")
         counts = data.per_day(v.store, fid, v.today)
         first = v.today - timedelta(days=len(counts) - 1)
         labels = [(first + timedelta(days=i)).strftime("%d %b") for i in range(len(counts))]
@@ -263,7 +266,7 @@ def safety(v: View) -> str:
             _table(("Rule", "Items blocked"), blocked["by_rule"], "Nothing was blocked."),
             "<h3>Per member</h3>",
             _table(("Family/member", "Items blocked"), blocked["by_member"], "Nothing was blocked.")]  # fmt: skip
-    rows = [(r["ts"], r["event"], r["rule"] or "", f"{r['family_id'] or '-'}/{r['member_id'] or '-'}",
+    rows = [(r["ts"][:19].replace("T", " "), r["event"], r["rule"] or "", f"{r['family_id'] or '-'}/{r['member_id'] or '-'}",
              "; ".join(f"{k}: {val}" for k, val in r["detail"].items())) for r in data.audit(v.store)]  # fmt: skip
     body += ["<h2>Latest audit records</h2>",
              _table(("When (UTC)", "What", "Rule", "Who", "Detail"), rows, "No audit records yet.")]  # fmt: skip

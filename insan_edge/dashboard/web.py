@@ -91,7 +91,7 @@ def install(app: web.Application, b: DashboardBackend) -> None:
     def view(session: auth.Session, sid: str) -> pages.View:
         loaded = b.loaded()
         return pages.View(loaded.config, str(loaded.path), b.store, datetime.now().date(),
-                          session.csrf, b.status(), b.personal.pause.until(), flashes.pop(sid, None))  # fmt: skip
+                          session.csrf, b.status, b.personal.pause.until(), flashes.pop(sid, None))  # fmt: skip
 
     def page(
         render: Callable[[pages.View], str],
