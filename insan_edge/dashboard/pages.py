@@ -108,6 +108,27 @@ def login(error: str | None, config_path: str) -> str:
     return page("Log in", body, path=None, csrf=None, config_path=config_path, flash=flash)
 
 
+def _when(ts: str | None) -> str:
+    return "" if not ts else ts[:16].replace("T", " ") + " UTC"
+
+
+def _health(s: dict[str, Any], box: dict[str, Any]) -> str:
+    """'healthy', or what needs a look: a rejected config edit, a gateway that did not start,
+    memory nearly gone, a hot box."""
+    problems = []
+    if s["config"].get("last_reload_error"):
+        problems.append("the last config edit was rejected (the previous config still runs)")
+    if (s.get("lan") or {}).get("error"):
+        problems.append("the LAN gateway did not start")
+    if s["memory"]["available_mb"] < 0.05 * s["memory"]["total_mb"]:
+        problems.append("memory is nearly full")
+    if box["temperature_c"] is not None and box["temperature_c"] >= 85:
+        problems.append(f"it is hot ({box['temperature_c']:.0f} °C)")
+    if not problems:
+        return "healthy"
+    return "needs a look: " + "; ".join(e(p) for p in problems)
+
+
 def home(v: View) -> str:
     s = v.status()
     mem = s["memory"]
@@ -120,7 +141,7 @@ def home(v: View) -> str:
         else "not measured here"
     )
     cards = [
-        ("Box", f'<p class="big">healthy</p><p>Up {_duration(s["uptime_seconds"])}, version {e(s["version"])}.</p>'
+        ("Box", f'<p class="big">{_health(s, box)}</p><p>Up {_duration(s["uptime_seconds"])}, version {e(s["version"])}.</p>'
          f'<p>Memory: {mem["available_mb"]:,} MB free of {mem["total_mb"]:,} MB; the daemon uses {mem["rss_mb"]} MB.</p>'
          f"<p>Temperature: {temp}. Power mode: {e(box['power_mode'] or 'not a Jetson (unknown)')}.</p>"),
         ("Today", f'<p class="big">{data.events_today(v.store, v.today):,}</p><p>events came in today.</p>'),
@@ -152,7 +173,7 @@ def home(v: View) -> str:
     if waiting:
         rows = "".join(
             f"<li>{e(a['family_id'])}/{e(a['member_id'])}: a possible <strong>{e(a['signal'])}</strong> "
-            f"signal at {e(a['created_at'])}"
+            f"signal at {e(_when(a['created_at']))}"
             + _form("/actions/acknowledge", v.csrf, _hidden("alert", str(a["id"])),
                     f"I have seen alert {a['id']}") + "</li>"
             for a in waiting
