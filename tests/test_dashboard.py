@@ -353,6 +353,11 @@ def test_browser_parent_sees_the_family_and_acts(box: Box, browser: Any, screens
     page.get_by_label("Erase a member's data").select_option("rosa")
     page.get_by_role("button", name="Erase…").click()
     assert page.get_by_role("heading", name="Erase rosa?").is_visible()
+    page.get_by_label("Type rosa to confirm").fill("ros")
+    page.get_by_role("button", name="Erase rosa for good").click()
+    assert "nothing was erased" in page.get_by_role("alert").inner_text()
+    page.get_by_label("Erase a member's data").select_option("rosa")
+    page.get_by_role("button", name="Erase…").click()
     page.get_by_label("Type rosa to confirm").fill("rosa")
     page.get_by_role("button", name="Erase rosa for good").click()
     assert "Erased 1 interactions of rosa" in page.get_by_role("status").inner_text()
@@ -399,3 +404,6 @@ def test_login_is_rate_limited(box: Box) -> None:  # last: it shuts 127.0.0.1 ou
         raise AssertionError("ten failed logins were never limited")
     status, _, _ = _http(box.port, "POST", "/login", {"secret": box.admin})
     assert status == 429  # even the right secret waits
+    log = box.daemon.log()
+    assert "dashboard.login_failed" in log and "dashboard.login " in log.replace("\n", " ")
+    assert box.admin not in log and box.app not in log and "correct horse" not in log
