@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -391,6 +392,33 @@ def test_passphrase_set_with_the_cli_logs_in(box: Box) -> None:
     cookie, _ = _login(box.port, "correct horse battery")
     status, _, page = _http(box.port, "GET", "/privacy", cookie=cookie)
     assert status == 200 and "<h1>Privacy</h1>" in page
+
+
+def test_session_cookie_is_secure_over_tls(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path
+) -> None:
+    tmp = tmp_path_factory.mktemp("dash-tls")
+    config = family_config(tiny_model_path, tmp / "state", tmp / "api.sock",
+                           lan={"enabled": True, "host": "127.0.0.1", "port": 0,
+                                "advertise": False, "tls": True})  # fmt: skip
+    daemon = start_daemon(tmp, config)
+    try:
+        admin = daemon.client.request("POST", "/v1/tokens", {"app": "p", "scopes": ["admin"]})
+        while (port := daemon.client.status()["lan"]["port"]) is None:
+            time.sleep(0.1)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the box's self-signed certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+        conn.request("POST", "/login", urllib.parse.urlencode({"secret": admin["token"]}),
+                     {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        flags = [f.strip().lower() for f in r.headers["Set-Cookie"].split(";")]
+        assert r.status == 303 and "secure" in flags and "httponly" in flags
+    finally:
+        assert daemon.stop() == 0, daemon.log()[-3000:]
 
 
 def test_login_is_rate_limited(box: Box) -> None:  # last: it shuts 127.0.0.1 out for a while
