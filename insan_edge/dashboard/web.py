@@ -124,8 +124,9 @@ def install(app: web.Application, b: DashboardBackend) -> None:
             failures.take(peer, per_minute, per_minute)
             log.warning(kv("dashboard.login_failed", peer=peer, reason=why))
             return _html(pages.login(why, path), 401)
+        sessions.close(request.cookies.get(COOKIE))  # a fresh session id at every login
         sid, _ = sessions.open(who, settings().session_minutes)
-        _audit(b.store, "dashboard_login", who, {})
+        await asyncio.to_thread(_audit, b.store, "dashboard_login", who, {})
         log.info(kv("dashboard.login", who=who, peer=peer))
         response = _see("/")
         response.set_cookie(COOKIE, sid, max_age=settings().session_minutes * 60, path="/",
@@ -136,6 +137,7 @@ def install(app: web.Application, b: DashboardBackend) -> None:
         sid, session = session_of(request)
         if session is not None and auth.csrf_ok(session, (await _form(request)).get("csrf")):
             sessions.close(sid)
+            flashes.pop(sid or "", None)
         response = _see("/login")
         response.del_cookie(COOKIE, path="/")
         return response
