@@ -55,6 +55,8 @@ class ApiBackend:
     metrics_page: Callable[[], str]
     alerts: Callable[[], list[dict[str, Any]]]
     acknowledge: Callable[[int], dict[str, Any]]
+    # Adds the parents' dashboard routes to the gated TCP apps (LAN, localhost); never the socket.
+    pages: Callable[[web.Application], None] | None = None
 
 
 # App traffic that means the family is using the box: training pauses for it.
@@ -323,4 +325,6 @@ def build_app(
         return web.Response(text=page, content_type="text/plain", charset="utf-8")
 
     app.add_routes(routes)
+    if backend.pages is not None and via != "socket":
+        backend.pages(app)
     return app

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from insan_edge import __version__, cli_check, cli_doctor, cli_lan, cli_models, cli_tokens
+from insan_edge import (
+    __version__,
+    cli_check,
+    cli_dashboard,
+    cli_doctor,
+    cli_lan,
+    cli_models,
+    cli_tokens,
+)
 from insan_edge.client import DEFAULT_SOCKET, LocalClient
 from insan_edge.errors import ConfigError, InsanEdgeError
 
@@ -66,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_check.add_parsers(sub, _socket_arg)
     cli_lan.add_parsers(sub)
     cli_doctor.add_parser(sub)
+    cli_dashboard.add_parsers(sub)
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -180,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return code
         if args.command in ("check", "audit"):
             return cli_check.handle(args)
+        if (code := cli_dashboard.run(args)) is not None:
+            return code
         client = LocalClient(args.socket)
         if args.command == "tokens":
             return cli_tokens.handle_tokens(args, client)

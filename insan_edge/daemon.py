@@ -24,6 +24,8 @@ from insan_edge import __version__, sdnotify
 from insan_edge.api import ApiBackend, build_app
 from insan_edge.config import LoadedConfig, load_config
 from insan_edge.crisis import CrisisWatch, acknowledge, open_alerts
+from insan_edge.dashboard.site import LocalSite
+from insan_edge.dashboard.web import DashboardBackend, install
 from insan_edge.duties import box_key, expire, export, forget
 from insan_edge.engine import Engine
 from insan_edge.errors import (
@@ -78,6 +80,7 @@ class Daemon:
         self.tokens: Tokens | None = None
         self.request_metrics = RequestMetrics()
         self.lan = Lan(lambda: self.loaded.config.system.lan, self.state_dir)
+        self.local_site = LocalSite()
         self.topics = TopicService(self.state_dir / "models")
 
     # lifecycle ------------------------------------------------------------------------------
@@ -113,6 +116,11 @@ class Daemon:
                 lambda: open_alerts(store),
                 lambda alert_id: acknowledge(store, alert_id),
             )
+            if self.loaded.config.system.dashboard.enabled:
+                pages = DashboardBackend(store, lambda: self.loaded, self.status, self.state_dir,
+                    store_tokens, self.personal, self._forget, self._export,
+                    lambda alert_id: acknowledge(store, alert_id))  # fmt: skip
+                backend.pages = lambda app: install(app, pages)
             runner = web.AppRunner(
                 build_app(backend),
                 handle_signals=False,
@@ -126,6 +134,8 @@ class Daemon:
             os.chmod(self.socket_path, 0o660)
             if self.loaded.config.system.lan.enabled:
                 await self.lan.start(backend, SHUTDOWN_GRACE)
+            await self.local_site.start(backend, lambda: self.loaded.config.system.lan,
+                                        self.loaded.config.system.dashboard, SHUTDOWN_GRACE)  # fmt: skip
             sdnotify.notify("READY=1\nSTATUS=serving")
             log.info(
                 kv(
@@ -150,6 +160,7 @@ class Daemon:
                 self.engine.abort()  # an in-flight generation ends now, not when it is done
             self._stop_ingest()
             await self.lan.close(SHUTDOWN_GRACE)  # the mDNS record is withdrawn first
+            await self.local_site.close(SHUTDOWN_GRACE)
             if self.personal is not None:  # the trainer saves a checkpoint and exits
                 await asyncio.to_thread(self.personal.stop, SHUTDOWN_GRACE)
             if runner is not None:

@@ -27,6 +27,7 @@ log = logging.getLogger("insan_edge.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRANT = web.RequestKey("grant", Grant)
 OPEN_ROUTES = frozenset({"health", "openapi"})
+SESSION_ROUTES = "dashboard."  # the parents' pages check their own session (insan_edge.dashboard)
 MAX_TRACKED = 4096  # addresses and tokens with a bucket; the fullest are dropped beyond it
 
 
@@ -115,7 +116,7 @@ def gateway_middleware(
     @web.middleware
     async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.name
-        if route in OPEN_ROUTES:
+        if route in OPEN_ROUTES or (route or "").startswith(SESSION_ROUTES):
             return await handler(request)
         lan = settings()
         peer = request.remote or "?"

@@ -14,6 +14,7 @@ from insan_edge.adapters import AdapterBook, safety_suite
 from insan_edge.config.loader import LoadedConfig
 from insan_edge.engine import Engine
 from insan_edge.governor import Governor
+from insan_edge.pause import LearningPause
 from insan_edge.registry import ModelVersion, Registry
 from insan_edge.scheduler import Scheduler
 from insan_edge.store import Store
@@ -44,6 +45,8 @@ class Personalization:
             self._safety_suite,
             self.adapters.forget,
         )
+        self.pause = LearningPause(store, state_dir)
+        self.scheduler.paused_until = self.pause.until
 
     def start(self) -> None:
         self.scheduler.start()

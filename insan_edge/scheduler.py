@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,8 @@ class Scheduler:
         self._halt = threading.Event()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        # A parent's hold (insan_edge.pause): while it returns a date, no scheduled run starts.
+        self.paused_until: Callable[[], date | None] = lambda: None
         for row in self.runs.interrupted():
             self.runs.update(
                 row["id"], status="stopped", reason="the daemon stopped during the run"
@@ -163,6 +165,8 @@ class Scheduler:
         if pick is None:
             return
         run, now = pick
+        if not now and self.paused_until() is not None:
+            return
         if not now and not training.idle_window.contains(self.clock().time()):
             return
         verdict = self.governor.check(None, running=False, ignore_quiet=now)
@@ -434,4 +438,5 @@ class Scheduler:
             "run": self.runs.get(live.run_id) if live else None,
             "open_runs": self.runs.open_runs(),
             "due": {f: self.due(loaded, f) for f in loaded.config.families},
+            "paused_until": (lambda d: d.isoformat() if d else None)(self.paused_until()),
         }

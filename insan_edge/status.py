@@ -126,6 +126,7 @@ def daemon_status(d: Daemon) -> dict[str, Any]:
         "devices": _devices(d, training),
         "store": {"path": str(d.store.path), "schema_version": d.store.schema_version},
         "lan": d.lan.status(),
+        "dashboard": d.local_site.status(d.lan.status(), config.system.dashboard.enabled),
         "topics": d.topics.status(),
         "alerts": _alerts(d),
         "ingest": {

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from insan_edge.config.base import ConfigModel
+from insan_edge.config.dashboard import DashboardSettings
 from insan_edge.config.family import Rating
 from insan_edge.config.lan import LanSettings
 from insan_edge.config.training import GovernorSettings, TrainingSettings
@@ -270,4 +271,9 @@ class SystemSettings(ConfigModel):
         default_factory=LanSettings,
         title="LAN",
         description="Access for apps on the home network: gateway, tokens' limits, TLS, mDNS.",
+    )
+    dashboard: DashboardSettings = Field(
+        default_factory=DashboardSettings,
+        title="Dashboard",
+        description="The parents' web pages: where they are served, sessions and login limits.",
     )
