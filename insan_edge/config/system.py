@@ -171,6 +171,24 @@ class RecommendationSettings(ConfigModel):
         title="Description length",
         description="Longest description the model may write.",
     )
+    mode: Literal["catalog", "generate", "mixed"] = Field(
+        default="catalog",
+        title="Mode",
+        description="Where suggestions come from: catalog (ranked by the family model), generate (written by the model) or mixed (both, ranked together). A request may override it.",
+    )
+    catalog_candidates: int = Field(
+        default=24,
+        ge=1,
+        le=200,
+        title="Catalog candidates",
+        description="Catalog items scored by the model per request, after the safety and relevance filters.",
+    )
+    recently_shown_hours: float = Field(
+        default=24,
+        ge=0,
+        title="Recently shown",
+        description="Catalog items served to these members within this many hours are not offered again.",
+    )
 
 
 class SafetySettings(ConfigModel):
