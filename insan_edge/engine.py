@@ -213,6 +213,78 @@ class Engine:
             else str(choice.get("finish_reason") or "stop"),
         )
 
+    def generate_checked(
+        self,
+        prompt: str,
+        grammar: Grammar,
+        max_tokens: int,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        adapter: Adapter | None = None,
+        owner: str | None = None,
+    ) -> Generation:
+        """``generate`` with the grammar checked on the sampled token only (``engine_sampling``).
+
+        The same settings and stopping rules; the grammar is applied to the whole vocabulary
+        only at the steps where the freely sampled token does not fit it.
+        """
+        import llama_cpp
+
+        from insan_edge.engine_sampling import GrammarSampler
+
+        s = self.settings
+        started = time.monotonic()
+        with self._lock:
+            self._use_adapter(adapter)
+            self._claim(owner, adapter)
+            llm = self._llm
+            toks = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
+            room = self.n_ctx - len(toks) - 1
+            if room < 16:
+                raise ModelError(
+                    f"the prompt ({len(toks)} tokens) leaves no room in the model's context ({self.n_ctx})"
+                )
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            same = 0
+            for a, b in zip(cached, toks, strict=False):
+                if a != b:
+                    break
+                same += 1
+            llm.n_tokens = min(same, len(toks) - 1)
+            llm.eval(toks[llm.n_tokens :])
+            sampler = GrammarSampler(llm, grammar.gbnf, s, seed if seed is not None else s.seed)
+            out: list[int] = []
+            finish = "length"
+            vocab = llm._model.vocab
+            import numpy as np
+
+            try:
+                while len(out) < min(max_tokens, room):
+                    if self._abort.is_set() or (cancel is not None and cancel.is_set()):
+                        finish = "cancelled"
+                        break
+                    logits = np.ctypeslib.as_array(
+                        llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(sampler.n_vocab,)
+                    )
+                    token = sampler.sample(logits)
+                    if token is None or llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    out.append(token)
+                    llm.eval([token])
+            finally:
+                resampled = sampler.resampled
+                sampler.close()
+            text = llm.detokenize(out).decode("utf-8", errors="replace")
+        log.debug(kv("generation.checked", tokens=len(out), resampled=resampled))
+        return Generation(
+            text=text,
+            prompt_tokens=len(toks),
+            completion_tokens=len(out),
+            seconds=time.monotonic() - started,
+            finish_reason=finish,
+        )
+
     def _claim(self, owner: str | None, adapter: Adapter | None) -> None:
         """Make the context's KV state ``owner``'s under ``adapter``; the caller holds the lock.
 

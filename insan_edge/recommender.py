@@ -456,7 +456,12 @@ class Recommender:
                 batch, categories, ratings, rec.title_max_chars, rec.description_max_chars
             )
             seed = None if system.model.seed is None else system.model.seed + round_no
-            out = self.engine.generate(
+            run = (
+                self.engine.generate_checked
+                if system.model.grammar_sampling == "checked"
+                else self.engine.generate
+            )
+            out = run(
                 prompt,
                 grammar,
                 token_budget(batch, rec.title_max_chars, rec.description_max_chars),

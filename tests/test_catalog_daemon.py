@@ -50,3 +50,8 @@ def test_catalog_mode_serves_safe_ranked_catalog_items(daemon_factory, tiny_mode
             r[0] for r in db.execute("SELECT title FROM catalog_items WHERE source = 'generated'")
         }
     assert {i["title"] for i in gen["items"]} <= kept
+    # Mixed: one generation round, its safe items ranked with the catalog.
+    mixed = d.client.recommend("testfam", {**request, "mode": "mixed", "count": 2})
+    assert mixed["mode"] == "mixed" and len(mixed["items"]) == 2
+    assert mixed["usage"]["rounds"] == 1 and mixed["usage"]["scored"] >= 2
+    assert all(i["source"] == "catalog" and i["content_rating"] == "G" for i in mixed["items"])

@@ -133,3 +133,41 @@ def test_a_candidate_that_does_not_fit_is_refused(tiny_model_path: Path) -> None
         assert len(engine.score(PROMPT, TITLES[:2]).logprobs) == 2  # still serving
     finally:
         engine.close()
+
+
+def test_checked_grammar_sampling_always_writes_what_the_grammar_allows(
+    tiny_model_path: Path,
+) -> None:
+    import json
+    import threading
+
+    from insan_edge.engine import schema_to_gbnf
+    from insan_edge.prompts import output_schema, token_budget
+
+    engine = Engine(tiny_model_path, ModelSettings(context_length=2048, threads=2))
+    try:
+        schema = output_schema(2, ["craft", "book"], ["G", "PG"], title_max=20, description_max=40)
+        grammar = engine.grammar(schema_to_gbnf(schema))
+        for seed in range(4):
+            out = engine.generate_checked(
+                "Ideas as JSON:\n", grammar, token_budget(2, 20, 40), seed=seed
+            )
+            items = json.loads(out.text)["items"]  # strict JSON, never cut short
+            assert out.finish_reason == "stop" and len(items) == 2
+            # (titles are checked by code point in the grammar; the tiny model's byte tokens can
+            # write invalid UTF-8 leads the grammar's char class admits, so no length check here)
+            assert all(i["title"] and i["category"] in {"craft", "book"} for i in items)
+        # A grammar the random model would never pick a token of: every step is resampled.
+        forced = engine.grammar('root ::= "zq{]zq" [0-9] "!"')
+        out = engine.generate_checked("hello", forced, 50, seed=1)
+        assert (
+            out.text.startswith("zq{]zq") and out.text.endswith("!") and out.finish_reason == "stop"
+        )
+        # Cut at max_tokens: what was written so far, no abort.
+        cut = engine.generate_checked("Ideas as JSON:\n", grammar, 5, seed=1)
+        assert cut.finish_reason == "length" and cut.completion_tokens == 5
+        stop = threading.Event()
+        stop.set()
+        assert engine.generate_checked("x", grammar, 50, cancel=stop).finish_reason == "cancelled"
+    finally:
+        engine.close()
