@@ -10,6 +10,7 @@ from typing import Any
 
 from insan_edge import (
     __version__,
+    cli_catalog,
     cli_check,
     cli_dashboard,
     cli_doctor,
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--member")
     rec.add_argument("--count", type=int, default=3)
     rec.add_argument("--context", default="{}", help='JSON, e.g. \'{"time_of_day": "morning"}\'')
+    rec.add_argument(
+        "--mode", choices=["catalog", "generate", "mixed"], help="default: the config's"
+    )
     rec.add_argument("--json", action="store_true", help="print the raw JSON")
 
     quarantine = sub.add_parser("quarantine", help="list events that could not be stored, and why")
@@ -75,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_lan.add_parsers(sub)
     cli_doctor.add_parser(sub)
     cli_dashboard.add_parsers(sub)
+    cli_catalog.add_parsers(sub)
 
     config = sub.add_parser("config", help="work with the config file")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -185,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_doctor.run(args)
         if args.command == "lan":
             return cli_tokens.handle_lan(args)
+        if args.command == "catalog":
+            return cli_catalog.handle(args)
         if (code := cli_lan.run(args)) is not None:
             return code
         if args.command in ("check", "audit"):
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             body: dict[str, Any] = {"count": args.count, "context": context}
             if args.member:
                 body["member"] = args.member
+            if args.mode:
+                body["mode"] = args.mode
             answer = client.recommend(args.family, body)
             print(json.dumps(answer, indent=2)) if args.json else _print_answer(answer)
             return 0

@@ -67,6 +67,11 @@ class RecommendationRequest(_Strict):
     )
     count: int = Field(default=3, ge=1, le=50, description="How many suggestions to return.")
     context: RequestContext = Field(default_factory=RequestContext, description="The situation.")
+    mode: Literal["catalog", "generate", "mixed"] | None = Field(
+        default=None,
+        description="catalog: rank catalog items by the family model; generate: the model writes"
+        " items; mixed: both, ranked together. Default: the config's recommendations.mode.",
+    )
 
 
 class Item(BaseModel):
@@ -76,6 +81,13 @@ class Item(BaseModel):
     content_rating: str
     for_members: list[str]
     reason: str
+    source: Literal["catalog", "generated"] = Field(
+        default="generated", description="Where the item came from."
+    )
+    score: float | None = Field(
+        default=None,
+        description="The family model's log-likelihood of the item (higher is better), when ranked.",
+    )
 
 
 class ModelRef(BaseModel):
@@ -91,6 +103,8 @@ class Usage(BaseModel):
     prompt_tokens: int = Field(description="Tokens in the prompt.")
     completion_tokens: int = Field(description="Tokens the model wrote, over all rounds.")
     generation_ms: float = Field(description="Time spent generating, over all rounds.")
+    scored: int = Field(default=0, description="Catalog candidates the model scored.")
+    scoring_ms: float = Field(default=0.0, description="Time spent scoring candidates.")
 
 
 class RecommendationResponse(BaseModel):
@@ -104,6 +118,9 @@ class RecommendationResponse(BaseModel):
     latency_ms: float
     request_id: str
     usage: Usage
+    mode: Literal["catalog", "generate", "mixed"] = Field(
+        default="generate", description="How the items were found."
+    )
 
 
 def _scope(text: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from insan_edge import __version__, sdnotify
+from insan_edge import __version__, catalog, sdnotify
 from insan_edge.api import ApiBackend, build_app
 from insan_edge.config import LoadedConfig, load_config
 from insan_edge.crisis import CrisisWatch, acknowledge, open_alerts
@@ -180,6 +180,7 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(self.state_dir / "insan-edge.db")
         self.store.sync_families(dict(config.families))
+        catalog.sync(self.store, dict(config.families))
         self.tokens = Tokens(self.store)
         sdnotify.notify("STATUS=preparing the model")
         self.model_file = await asyncio.to_thread(
@@ -362,6 +363,7 @@ class Daemon:
         logging.getLogger().setLevel(new.config.system.log_level.upper())
         if self.store is not None:
             self.store.sync_families(dict(new.config.families))
+            catalog.sync(self.store, dict(new.config.families))
         await asyncio.to_thread(self.topics.rebuild, new.config)
         if self.recommender is not None:
             self.recommender.reset()

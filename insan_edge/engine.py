@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """Summed log-likelihood of each continuation after one prompt (``Engine.score``)."""
+
+    logprobs: list[float]
+    tokens: list[int]  # tokens of each continuation
+    prompt_tokens: int
+    reused_tokens: int  # prompt tokens whose KV state was already in the context
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Adapter:
     """A LoRA adapter loaded into the engine under ``key``."""
 
@@ -56,6 +68,13 @@ class Grammar:
 
 _LOOSE_CHAR = r'char ::= [^"\\] |'
 _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
+
+def _logsumexp(row: Any) -> float:
+    import numpy as np
+
+    top = float(row.max())
+    return top + float(np.log(np.exp(row - top).sum()))
 
 
 def schema_to_gbnf(schema: dict[str, Any]) -> str:
@@ -116,6 +135,7 @@ class Engine:
         self._abort = threading.Event()
         self._adapters: dict[str, tuple[Adapter, Any]] = {}  # key -> (adapter, llama.cpp handle)
         self._active: str | None = None  # key of the adapter set on the context
+        self._owner: tuple[str | None, str | None] | None = None  # whose KV state the context holds
         threads = settings.threads or os.cpu_count() or 1
         self.placement = _placement(model_path, settings, llama_cpp.llama_supports_gpu_offload())
         started = time.monotonic()
@@ -179,10 +199,12 @@ class Engine:
         seed: int | None = None,
         cancel: threading.Event | None = None,
         adapter: Adapter | None = None,
+        owner: str | None = None,
     ) -> Generation:
         """Generate under ``grammar`` with ``adapter`` (or the bare base) applied.
 
-        Stops at the next token once ``cancel`` or abort is set.
+        Stops at the next token once ``cancel`` or abort is set. ``owner`` (a family id) keys the
+        reusable prompt state with the adapter: another owner's state is never reused.
         """
         from llama_cpp import StoppingCriteriaList
         from llama_cpp.llama_grammar import LlamaGrammar
@@ -194,6 +216,7 @@ class Engine:
         started = time.monotonic()
         with self._lock:
             self._use_adapter(adapter)
+            self._claim(owner, adapter)
             prompt_tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True)
             room = self.n_ctx - len(prompt_tokens) - 1
             if room < 16:
@@ -222,6 +245,166 @@ class Engine:
             finish_reason="cancelled"
             if stop(None, None)
             else str(choice.get("finish_reason") or "stop"),
+        )
+
+    def generate_checked(
+        self,
+        prompt: str,
+        grammar: Grammar,
+        max_tokens: int,
+        seed: int | None = None,
+        cancel: threading.Event | None = None,
+        adapter: Adapter | None = None,
+        owner: str | None = None,
+    ) -> Generation:
+        """``generate`` with the grammar checked on the sampled token only (``engine_sampling``).
+
+        The same settings and stopping rules; the grammar is applied to the whole vocabulary
+        only at the steps where the freely sampled token does not fit it.
+        """
+        import llama_cpp
+
+        from insan_edge.engine_sampling import GrammarSampler
+
+        s = self.settings
+        started = time.monotonic()
+        with self._lock:
+            self._use_adapter(adapter)
+            self._claim(owner, adapter)
+            llm = self._llm
+            toks = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
+            room = self.n_ctx - len(toks) - 1
+            if room < 16:
+                raise ModelError(
+                    f"the prompt ({len(toks)} tokens) leaves no room in the model's context ({self.n_ctx})"
+                )
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            same = 0
+            for a, b in zip(cached, toks, strict=False):
+                if a != b:
+                    break
+                same += 1
+            llm.n_tokens = min(same, len(toks) - 1)
+            llm.eval(toks[llm.n_tokens :])
+            sampler = GrammarSampler(llm, grammar.gbnf, s, seed if seed is not None else s.seed)
+            out: list[int] = []
+            finish = "length"
+            vocab = llm._model.vocab
+            import numpy as np
+
+            try:
+                while len(out) < min(max_tokens, room):
+                    if self._abort.is_set() or (cancel is not None and cancel.is_set()):
+                        finish = "cancelled"
+                        break
+                    logits = np.ctypeslib.as_array(
+                        llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(sampler.n_vocab,)
+                    )
+                    token = sampler.sample(logits)
+                    if token is None or llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    out.append(token)
+                    llm.eval([token])
+            finally:
+                resampled = sampler.resampled
+                sampler.close()
+            text = llm.detokenize(out).decode("utf-8", errors="replace")
+        log.debug(kv("generation.checked", tokens=len(out), resampled=resampled))
+        return Generation(
+            text=text,
+            prompt_tokens=len(toks),
+            completion_tokens=len(out),
+            seconds=time.monotonic() - started,
+            finish_reason=finish,
+        )
+
+    def _claim(self, owner: str | None, adapter: Adapter | None) -> None:
+        """Make the context's KV state ``owner``'s under ``adapter``; the caller holds the lock.
+
+        The prompt prefix kept in the context is reused only by the same (owner, adapter): a
+        different one starts from an empty cache.
+        """
+        key = (owner, adapter.key if adapter is not None else None)
+        if self._owner != key:
+            self._llm.reset()  # type: ignore[no-untyped-call]
+            self._owner = key
+
+    def score(
+        self,
+        prompt: str,
+        continuations: Sequence[str],
+        adapter: Adapter | None = None,
+        owner: str | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Scores:
+        """Summed log-likelihood of each continuation right after ``prompt`` (BOS first).
+
+        The prompt is evaluated once, with logits for its last token only, reusing whatever
+        prefix of it the context already holds for the same (owner, adapter); each continuation
+        is then evaluated after it, alone, and removed from the cache again. A continuation is
+        tokenized on its own (no BOS), as the trainer tokenizes its targets. Stops early (the
+        rest scored -inf) once ``cancel`` or abort is set.
+        """
+        import llama_cpp
+        import numpy as np
+
+        started = time.monotonic()
+        with self._lock:
+            self._use_adapter(adapter)
+            self._claim(owner, adapter)
+            llm = self._llm
+            toks = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
+            conts = [
+                llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in continuations
+            ]
+            longest = max((len(c) for c in conts), default=0)
+            if len(toks) + longest + 1 > self.n_ctx:
+                raise ModelError(
+                    f"the prompt ({len(toks)} tokens) and a candidate ({longest}) do not fit in the"
+                    f" model's context ({self.n_ctx})"
+                )
+            if any(not c for c in conts):
+                raise ModelError("an empty candidate cannot be scored")
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            same = 0
+            for a, b in zip(cached, toks, strict=False):
+                if a != b:
+                    break
+                same += 1
+            same = min(same, len(toks) - 1)  # the last prompt token is always evaluated again
+            llm.n_tokens = same
+            llm.eval(toks[same:])  # logits for the last position only
+            n_p, n_vocab = llm.n_tokens, llm.n_vocab()
+            first = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)
+            ).astype(np.float64)
+            first_lp = first - _logsumexp(first)
+            out: list[float] = []
+            for cont in conts:
+                if self._abort.is_set() or (cancel is not None and cancel.is_set()):
+                    out.append(float("-inf"))
+                    continue
+                total = float(first_lp[cont[0]])
+                body = cont[:-1]
+                if len(cont) > 1:
+                    for at in range(0, len(body), llm.n_batch):
+                        part = body[at : at + llm.n_batch]
+                        llm._batch.set_batch(batch=part, n_past=n_p + at, logits_all=True)
+                        llm._ctx.decode(llm._batch)
+                        rows = np.ctypeslib.as_array(
+                            llama_cpp.llama_get_logits(llm.ctx), shape=(len(part), n_vocab)
+                        ).astype(np.float64)
+                        for j, row in enumerate(rows):
+                            total += float(row[cont[at + j + 1]] - _logsumexp(row))
+                    llm._ctx.kv_cache_seq_rm(-1, n_p, -1)
+                out.append(total)
+        return Scores(
+            logprobs=out,
+            tokens=[len(c) for c in conts],
+            prompt_tokens=len(toks),
+            reused_tokens=same,
+            seconds=time.monotonic() - started,
         )
 
     def load_adapter(self, key: str, path: Path) -> Adapter:
@@ -294,6 +477,7 @@ class Engine:
             scales = (ctypes.c_float * 1)(1.0)
             rc = llama_cpp.llama_set_adapters_lora(self._llm.ctx, handles, 1, scales)
         self._llm.reset()  # type: ignore[no-untyped-call]  # whatever happens next, the cached tokens are stale
+        self._owner = None
         if rc != 0:
             self._active = None
             llama_cpp.llama_set_adapters_lora(self._llm.ctx, None, 0, None)

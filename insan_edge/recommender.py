@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from insan_edge import catalog, ranking
 from insan_edge.adapters import AdapterBook, Serving
 from insan_edge.config import LoadedConfig
-from insan_edge.config.family import Family
+from insan_edge.config.family import CatalogEntry, Family
 from insan_edge.contracts import (
     Item,
     ModelRef,
@@ -31,7 +34,7 @@ from insan_edge.errors import (
     ModelError,
 )
 from insan_edge.logs import kv
-from insan_edge.prompts import output_schema, plan_prompt, token_budget
+from insan_edge.prompts import PromptPlan, output_schema, plan_prompt, token_budget
 from insan_edge.safety import Meaning, allowed_categories, check_item, estimated_rating
 from insan_edge.store import Store
 
@@ -102,6 +105,9 @@ class Recommender:
         self._waiting = 0
         self._grammars: dict[str, Grammar] = {}
         self._forced: Grammar | None = None
+        self._absorbed: dict[
+            str, float
+        ] = {}  # family -> when its interactions last joined the catalog
 
     def reset(self) -> None:
         """Forget cached answers and grammars (the config changed)."""
@@ -149,6 +155,7 @@ class Recommender:
                 family_id,
                 targets,
                 request.count,
+                request.mode or settings.recommendations.mode,
                 request.context.model_dump(mode="json", exclude={"at"}),
                 # what time restrictions allow now: an answer from inside a window is not reused outside it
                 allowed_categories(family, targets, at),
@@ -259,6 +266,180 @@ class Recommender:
             raise BadRequestError(
                 "nothing may be suggested to these members right now (every category is restricted at this time)"
             )
+        mode = request.mode or rec.mode
+        items: list[Item] = []
+        decisions: list[dict[str, Any]] = []
+        generated = dropped = 0
+        usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
+        if mode != "catalog":
+            items, decisions, generated, dropped, usage = self._generate(
+                prompt, request.count, categories, ratings, family_id, family, targets, system,
+                at, cancel, serving, rec.generation_rounds if mode == "generate" else 1,
+            )  # fmt: skip
+            self._keep_generated(family_id, targets, items)
+        if mode != "generate":
+            items, more, scored, scoring_ms, refused = self._from_catalog(
+                family_id, family, targets, request, plan, system, at, cancel, serving
+            )
+            decisions = [d for d in decisions if d["event"] != "item_served"] + more
+            dropped += refused
+            usage = usage.model_copy(update={"scored": scored, "scoring_ms": round(scoring_ms, 1)})
+            usage.prompt_tokens = usage.prompt_tokens or self.engine.count_tokens(prompt)
+        latency = (time.monotonic() - started) * 1000
+        model = ModelRef(
+            name=self.engine.name,
+            version=serving.label,
+            adapter=serving.adapter.key if serving.adapter else None,
+        )
+        self.store.record_answer(
+            request_id=request_id,
+            family_id=family_id,
+            members=targets,
+            context=request.context.model_dump(mode="json"),
+            items=[i.model_dump() for i in items],
+            model=f"{model.name}@{model.version}",
+            generated=generated,
+            dropped=dropped,
+            cached=False,
+            latency_ms=latency,
+            decisions=decisions,
+        )
+        log.info(
+            kv(
+                "recommendation",
+                family=family_id,
+                members=",".join(targets),
+                served=len(items),
+                generated=generated,
+                dropped=dropped,
+                ms=f"{latency:.0f}",
+            )
+        )
+        return RecommendationResponse(
+            family=family_id,
+            members=targets,
+            items=items,
+            model=model,
+            generated=generated,
+            dropped=dropped,
+            cached=False,
+            latency_ms=round(latency, 1),
+            request_id=request_id,
+            usage=usage.model_copy(update={"generation_ms": round(usage.generation_ms, 1)}),
+            mode=mode,
+        )
+
+    def _keep_generated(self, family_id: str, targets: list[str], items: list[Item]) -> None:
+        """Generated items that passed safety become the family's catalog candidates."""
+        ages = [self.get_config().config.families[family_id].members[m].age for m in targets]
+        for item in items:
+            try:
+                entry = CatalogEntry(
+                    title=item.title[:120],
+                    description=item.description[:300],
+                    category=item.category,
+                    content_rating=item.content_rating,
+                    min_age=min(ages, default=0),
+                )
+            except ValidationError:
+                continue
+            catalog.add(self.store, family_id, entry, source="generated")
+
+    def _absorb(self, family_id: str) -> None:
+        """What the family accepted joins its catalog (at most once a minute per family)."""
+        now = time.monotonic()
+        if now - self._absorbed.get(family_id, -1e9) >= 60:
+            self._absorbed[family_id] = now
+            catalog.absorb_interactions(self.store, family_id)
+
+    def _from_catalog(
+        self,
+        family_id: str,
+        family: Family,
+        targets: list[str],
+        request: RecommendationRequest,
+        plan: PromptPlan,
+        system: Any,
+        at: datetime,
+        cancel: threading.Event,
+        serving: Serving,
+    ) -> tuple[list[Item], list[dict[str, Any]], int, float, int]:
+        """The best catalog items by the family model: items, decisions, scored, ms, refused."""
+        rec = system.recommendations
+        self._absorb(family_id)
+        pool = catalog.items(self.store, family_id)
+        recent = catalog.recently_shown(self.store, family_id, targets, rec.recently_shown_hours)
+        meaning = self.meaning()
+
+        def short(skip: set[str]) -> ranking.Shortlist:
+            return ranking.shortlist(
+                pool, family=family, targets=targets, plan=plan, context=request.context,
+                safety=system.safety, at=at, meaning=meaning, recent=skip,
+                size=max(rec.catalog_candidates, request.count), salt=f"{family_id}|{at.date()}",
+            )  # fmt: skip
+
+        found = short(recent)
+        if len(found.candidates) < request.count and recent:
+            found = short(set())  # everything suitable was shown lately: repeat rather than fail
+        ranked, seconds = ranking.rank(
+            self.engine, found, plan=plan, family=family, targets=targets, count=request.count,
+            adapter=serving.adapter, owner=family_id, cancel=cancel,
+        )  # fmt: skip
+        decisions: list[dict[str, Any]] = [
+            {
+                "event": "item_dropped",
+                "rule": d.rule,
+                "member": d.member,
+                "detail": {"title": d.item.title[:120], "message": d.message, "source": "catalog"},
+            }
+            for d in found.dropped
+        ]
+        items: list[Item] = []
+        for r in ranked:
+            reading = meaning.flags([r.item.text()])[0] if meaning is not None else None
+            items.append(
+                Item(
+                    title=r.item.title,
+                    description=r.item.description,
+                    category=r.item.category,
+                    content_rating=estimated_rating(r.item.text(), r.item.content_rating, reading),
+                    for_members=list(targets),
+                    reason=r.reason,
+                    source="catalog",
+                    score=round(r.logprob, 3),
+                )
+            )
+            decisions.append(
+                {
+                    "event": "item_served",
+                    "detail": {
+                        "title": r.item.title,
+                        "category": r.item.category,
+                        "content_rating": r.item.content_rating,
+                        "source": "catalog",
+                    },
+                }
+            )
+        refused = len({d.item.id for d in found.dropped})
+        return items, decisions, len(found.candidates), seconds * 1000, refused
+
+    def _generate(
+        self,
+        prompt: str,
+        count: int,
+        categories: list[str],
+        ratings: list[str],
+        family_id: str,
+        family: Family,
+        targets: list[str],
+        system: Any,
+        at: datetime,
+        cancel: threading.Event,
+        serving: Serving,
+        rounds: int,
+    ) -> tuple[list[Item], list[dict[str, Any]], int, int, Usage]:
+        """Constrained generation rounds until ``count`` items passed safety (or ``rounds``)."""
+        rec = system.recommendations
         per_item = token_budget(1, rec.title_max_chars, rec.description_max_chars)
         items: list[Item] = []
         decisions: list[dict[str, Any]] = []
@@ -266,8 +447,8 @@ class Recommender:
         generated = dropped = 0
         usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
         room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
-        for round_no in range(rec.generation_rounds):
-            need = request.count - len(items)
+        for round_no in range(rounds):
+            need = count - len(items)
             if need <= 0 or cancel.is_set():
                 break
             batch = max(1, min(need, room // per_item))
@@ -275,13 +456,19 @@ class Recommender:
                 batch, categories, ratings, rec.title_max_chars, rec.description_max_chars
             )
             seed = None if system.model.seed is None else system.model.seed + round_no
-            out = self.engine.generate(
+            run = (
+                self.engine.generate_checked
+                if system.model.grammar_sampling == "checked"
+                else self.engine.generate
+            )
+            out = run(
                 prompt,
                 grammar,
                 token_budget(batch, rec.title_max_chars, rec.description_max_chars),
                 seed=seed,
                 cancel=cancel,
                 adapter=serving.adapter,
+                owner=family_id,
             )
             usage.rounds += 1
             usage.prompt_tokens = out.prompt_tokens
@@ -331,7 +518,7 @@ class Recommender:
                             }
                         )
                     continue
-                if len(items) < request.count:
+                if len(items) < count:
                     items.append(item)
                     decisions.append(
                         {
@@ -343,48 +530,7 @@ class Recommender:
                             },
                         }
                     )
-        latency = (time.monotonic() - started) * 1000
-        model = ModelRef(
-            name=self.engine.name,
-            version=serving.label,
-            adapter=serving.adapter.key if serving.adapter else None,
-        )
-        self.store.record_answer(
-            request_id=request_id,
-            family_id=family_id,
-            members=targets,
-            context=request.context.model_dump(mode="json"),
-            items=[i.model_dump() for i in items],
-            model=f"{model.name}@{model.version}",
-            generated=generated,
-            dropped=dropped,
-            cached=False,
-            latency_ms=latency,
-            decisions=decisions,
-        )
-        log.info(
-            kv(
-                "recommendation",
-                family=family_id,
-                members=",".join(targets),
-                served=len(items),
-                generated=generated,
-                dropped=dropped,
-                ms=f"{latency:.0f}",
-            )
-        )
-        return RecommendationResponse(
-            family=family_id,
-            members=targets,
-            items=items,
-            model=model,
-            generated=generated,
-            dropped=dropped,
-            cached=False,
-            latency_ms=round(latency, 1),
-            request_id=request_id,
-            usage=usage.model_copy(update={"generation_ms": round(usage.generation_ms, 1)}),
-        )
+        return items, decisions, generated, dropped, usage
 
     def _vet(
         self,

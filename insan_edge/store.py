@@ -223,8 +223,33 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("alerts").create_index(["family_id", "acknowledged_at"])
 
 
+def _v6(db: sqlite_utils.Database) -> None:
+    # Candidate items for ranking (catalog.py): scope '*' is every family's (the starter catalog),
+    # else one family's (its config, `catalog add`, its interactions, generated items).
+    db.table("catalog_items").create(
+        {
+            "id": int,
+            "scope": str,
+            "title_key": str,
+            "title": str,
+            "description": str,
+            "category": str,
+            "content_rating": str,
+            "topics": str,
+            "min_age": int,
+            "max_age": int,
+            "source": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"scope", "title_key", "title", "category", "content_rating", "source"},
+    )
+    db.table("catalog_items").create_index(["scope", "title_key"], unique=True)
+
+
 # Each entry moves the schema one version forward; never edit a released one, append.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 class Store(IngestTables):

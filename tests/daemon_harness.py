@@ -29,6 +29,8 @@ def family_config(
     system.setdefault("training", {"enabled": False})
     # The topic model (an ONNX export per state dir) only where a test is about it.
     system.setdefault("safety", {"topic_model": False})
+    # The tests written for generation keep generating; catalog tests ask for catalog mode.
+    system["recommendations"] = {"mode": "generate", **system.get("recommendations", {})}
     return {
         "system": {
             "preset": "development",

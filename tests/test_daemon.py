@@ -73,7 +73,10 @@ def test_serves_health_status_and_safe_recommendations(daemon_factory, tiny_mode
             "content_rating",
             "for_members",
             "reason",
+            "source",
+            "score",
         }
+        assert item["source"] == "generated" and item["score"] is None
         assert item["content_rating"] == "G"  # kim is 8 and strict
         assert item["for_members"] == ["kim"] and len(item["title"]) >= 3
 

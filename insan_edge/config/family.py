@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from datetime import time
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from insan_edge.config.base import ConfigModel
 
@@ -333,6 +333,47 @@ class FamilyPrivacy(ConfigModel):
     )
 
 
+class CatalogEntry(ConfigModel):
+    title: str = Field(
+        title="Title", description="What the item is called.", min_length=2, max_length=120
+    )
+    description: str = Field(
+        title="Description",
+        description="One sentence about it (what the ranking model reads besides the title).",
+        min_length=3,
+        max_length=300,
+    )
+    category: str = Field(title="Category", description=f"One of: {', '.join(CATEGORIES)}.")
+    content_rating: Rating = Field(
+        default="G", title="Content rating", description="G, PG, PG-13 or R."
+    )
+    topics: list[str] = Field(
+        default_factory=list,
+        max_length=12,
+        title="Topics",
+        description="Short tags (science, nature...): matched against interests and blocked topics.",
+    )
+    min_age: int = Field(
+        default=0, ge=0, le=120, title="Youngest age", description="Youngest it suits."
+    )
+    max_age: int = Field(
+        default=99, ge=0, le=120, title="Oldest age", description="Oldest it suits (99: no limit)."
+    )
+
+    @field_validator("category")
+    @classmethod
+    def _catalog_category(cls, value: str) -> str:
+        if value not in CATEGORIES:
+            raise ValueError(f"'{value}' is not a category; use any of: {', '.join(CATEGORIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _catalog_ages(self) -> Self:
+        if self.min_age > self.max_age:
+            raise ValueError(f"min_age {self.min_age} is above max_age {self.max_age}")
+        return self
+
+
 class Family(ConfigModel):
     display_name: str = Field(
         default="",
@@ -359,6 +400,12 @@ class Family(ConfigModel):
         default_factory=FamilySafety,
         title="Safety",
         description="Limits that apply to every recommendation.",
+    )
+    catalog: list[CatalogEntry] = Field(
+        default_factory=list,
+        max_length=2000,
+        title="Catalog",
+        description="The family's own items (activities, books, games...) ranked beside the starter catalog.",
     )
 
     def role_tokens(self) -> dict[str, str]:

@@ -127,6 +127,11 @@ class ModelSettings(ConfigModel):
         title="Grammar file",
         description="Advanced: a GBNF grammar replacing the built-in JSON-schema grammar. Its output must still be the recommendations JSON.",
     )
+    grammar_sampling: Literal["checked", "library"] = Field(
+        default="checked",
+        title="Grammar sampling",
+        description="checked: sample freely and apply the grammar to the whole vocabulary only when the sampled token does not fit (fast); library: llama-cpp-python's own grammar sampling (slow with a large vocabulary).",
+    )
 
 
 class RecommendationSettings(ConfigModel):
@@ -170,6 +175,24 @@ class RecommendationSettings(ConfigModel):
         le=600,
         title="Description length",
         description="Longest description the model may write.",
+    )
+    mode: Literal["catalog", "generate", "mixed"] = Field(
+        default="catalog",
+        title="Mode",
+        description="Where suggestions come from: catalog (ranked by the family model), generate (written by the model) or mixed (both, ranked together). A request may override it.",
+    )
+    catalog_candidates: int = Field(
+        default=16,
+        ge=1,
+        le=200,
+        title="Catalog candidates",
+        description="Catalog items scored by the model per request, after the safety and relevance filters.",
+    )
+    recently_shown_hours: float = Field(
+        default=24,
+        ge=0,
+        title="Recently shown",
+        description="Catalog items served to these members within this many hours are not offered again.",
     )
 
 

@@ -1,0 +1,57 @@
+"""Catalog mode end to end: a real daemon ranks safe catalog items with the tiny model."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from daemon_harness import family_config
+
+SCREENS = {"show", "movie", "video", "video_game"}
+NIGHT = "2026-06-02T20:30:00"  # inside kim's no-screens window
+
+
+def test_catalog_mode_serves_safe_ranked_catalog_items(daemon_factory, tiny_model_path, tmp_path):  # type: ignore[no-untyped-def]
+    cfg = family_config(
+        tiny_model_path, tmp_path / "s", tmp_path / "x.sock",
+        recommendations={"mode": "catalog", "catalog_candidates": 12, "cache_seconds": 0},
+    )  # fmt: skip
+    cfg["families"]["testfam"]["catalog"] = [
+        {"title": "Space drawing club", "description": "Draw rockets and planets together.",
+         "category": "craft", "topics": ["space", "drawing"], "min_age": 6, "max_age": 12},
+        {"title": "Zombie war night", "description": "A bloody battle marathon.",
+         "category": "craft", "topics": ["space", "drawing"]},
+    ]  # fmt: skip
+    d = daemon_factory(cfg)
+    request = {"member": "kim", "count": 3, "context": {"at": NIGHT, "activity": "drawing"}}
+    first = d.client.recommend("testfam", request)
+    assert first["mode"] == "catalog" and len(first["items"]) == 3
+    assert first["usage"]["scored"] == 12 and first["usage"]["rounds"] == 0
+    assert first["generated"] == 0 and first["dropped"] >= 1  # the zombie night was refused
+    scores = [i["score"] for i in first["items"]]
+    assert scores == sorted(scores, reverse=True)
+    for item in first["items"]:
+        assert item["source"] == "catalog" and item["content_rating"] == "G"
+        assert item["category"] not in SCREENS and item["for_members"] == ["kim"]
+        assert item["reason"] and "Zombie" not in item["title"]
+    # Shown items are not offered again at once; the audit log has every decision.
+    second = d.client.recommend("testfam", request)
+    assert not {i["title"] for i in first["items"]} & {i["title"] for i in second["items"]}
+    with sqlite3.connect(d.state_dir / "insan-edge.db") as db:
+        served = db.execute("SELECT COUNT(*) FROM audit_log WHERE event = 'item_served'").fetchone()
+        refused = db.execute(
+            "SELECT COUNT(*) FROM audit_log WHERE event = 'item_dropped' AND detail LIKE '%Zombie%'"
+        ).fetchone()
+    assert served[0] == 6 and refused[0] >= 1
+    # Asking for generation on the same daemon: what passes safety joins the family's catalog.
+    gen = d.client.recommend("testfam", {**request, "mode": "generate", "count": 1})
+    assert gen["mode"] == "generate" and gen["usage"]["scored"] == 0
+    with sqlite3.connect(d.state_dir / "insan-edge.db") as db:
+        kept = {
+            r[0] for r in db.execute("SELECT title FROM catalog_items WHERE source = 'generated'")
+        }
+    assert {i["title"] for i in gen["items"]} <= kept
+    # Mixed: one generation round, its safe items ranked with the catalog.
+    mixed = d.client.recommend("testfam", {**request, "mode": "mixed", "count": 2})
+    assert mixed["mode"] == "mixed" and len(mixed["items"]) == 2
+    assert mixed["usage"]["rounds"] == 1 and mixed["usage"]["scored"] >= 2
+    assert all(i["source"] == "catalog" and i["content_rating"] == "G" for i in mixed["items"])
