@@ -325,6 +325,6 @@ def build_app(
         return web.Response(text=page, content_type="text/plain", charset="utf-8")
 
     app.add_routes(routes)
-    if backend.pages is not None and via != "socket":
+    if via != "socket" and backend.pages is not None:  # HTML pages: never on the socket
         backend.pages(app)
     return app

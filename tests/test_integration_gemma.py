@@ -32,7 +32,15 @@ def test_demo_family_gets_parseable_safety_checked_recommendations(daemon_factor
         "context": {"time_of_day": "morning", "day_of_week": "saturday", "activity": "breakfast",
                     "present": ["dad", "emma"], "environment": ["home", "weekend"], "at": at},
     }  # fmt: skip
-    answer = d.client.recommend("smith", request)
+    # Catalog mode (the default): the embedded model ranks safe catalog items for them.
+    ranked = d.client.recommend("smith", request)
+    assert ranked["mode"] == "catalog" and 1 <= len(ranked["items"]) <= 2, ranked
+    assert all(i["source"] == "catalog" for i in ranked["items"]), ranked
+    scores = [i["score"] for i in ranked["items"]]
+    assert scores == sorted(scores, reverse=True) and ranked["usage"]["scored"] >= len(scores)
+    assert all(i["content_rating"] == "G" for i in ranked["items"]), ranked
+    # Generate mode: the model writes them under the grammar.
+    answer = d.client.recommend("smith", {**request, "mode": "generate"})
     assert answer["members"] == ["emma", "dad"]
     assert answer["model"]["name"] == "Gemma 3 270m" and answer["model"]["version"] == "base"
     assert 1 <= len(answer["items"]) <= 2, answer
