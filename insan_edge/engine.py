@@ -278,14 +278,7 @@ class Engine:
                 raise ModelError(
                     f"the prompt ({len(toks)} tokens) leaves no room in the model's context ({self.n_ctx})"
                 )
-            cached = llm.input_ids[: llm.n_tokens].tolist()
-            same = 0
-            for a, b in zip(cached, toks, strict=False):
-                if a != b:
-                    break
-                same += 1
-            llm.n_tokens = min(same, len(toks) - 1)
-            llm.eval(toks[llm.n_tokens :])
+            self._eval_prompt(toks)
             sampler = GrammarSampler(llm, grammar.gbnf, s, seed if seed is not None else s.seed)
             out: list[int] = []
             finish = "length"
@@ -318,6 +311,22 @@ class Engine:
             seconds=time.monotonic() - started,
             finish_reason=finish,
         )
+
+    def _eval_prompt(self, toks: list[int]) -> int:
+        """Evaluate the prompt ``toks``, reusing the prefix of it the context already holds (the
+        caller holds the lock and has claimed the context); logits for the last position only.
+        Returns how many tokens were reused: the last prompt token is always evaluated again."""
+        llm = self._llm
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        same = 0
+        for a, b in zip(cached, toks, strict=False):
+            if a != b:
+                break
+            same += 1
+        same = min(same, len(toks) - 1)
+        llm.n_tokens = same
+        llm.eval(toks[same:])
+        return same
 
     def _claim(self, owner: str | None, adapter: Adapter | None) -> None:
         """Make the context's KV state ``owner``'s under ``adapter``; the caller holds the lock.
@@ -366,15 +375,7 @@ class Engine:
                 )
             if any(not c for c in conts):
                 raise ModelError("an empty candidate cannot be scored")
-            cached = llm.input_ids[: llm.n_tokens].tolist()
-            same = 0
-            for a, b in zip(cached, toks, strict=False):
-                if a != b:
-                    break
-                same += 1
-            same = min(same, len(toks) - 1)  # the last prompt token is always evaluated again
-            llm.n_tokens = same
-            llm.eval(toks[same:])  # logits for the last position only
+            same = self._eval_prompt(toks)
             n_p, n_vocab = llm.n_tokens, llm.n_vocab()
             first = np.ctypeslib.as_array(
                 llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,)
