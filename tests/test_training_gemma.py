@@ -10,8 +10,8 @@ daemon by the real trainer (QLoRA on the CPU), judged on held-out data by the pr
 
 The box key (which decides the held-out split) and the micro-batch are fixed, so the numbers
 do not change from run to run, nor with how much memory the probe measures.
-Slow (about 25 minutes on an AVX2-only 2-core EPYC, float32 compute): the first run also
-converts the GGUF into cached training weights. Issue 8's ranking quality is measured (printed)
+Slow: the first run (which also converts the GGUF into cached training weights) took about
+16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test is not yet timed. Issue 8's ranking quality is measured (printed)
 after v1 is promoted: hit@3 of held-out accepted titles for the base, v1, popularity, random.
 """
 
