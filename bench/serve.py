@@ -210,9 +210,9 @@ def direct_catalog(loaded: LoadedConfig, model: Path, ctxs: list[dict[str, Any]]
                    daemon: list[Run]) -> list[Run]:  # fmt: skip
     """As many starter-catalog candidates as the daemon scored, on llama_cpp.Llama the plain
     way: logits for every position, each candidate after the (prefix-cached) prompt."""
-    import llama_cpp
     import numpy as np
 
+    from insan_edge import llamacpp
     from insan_edge.catalog import CatalogItem
     from insan_edge.prompts import ANSWER_PREFIX, plan_prompt, title_target
     from insan_edge.ranking import shortlist
@@ -220,6 +220,7 @@ def direct_catalog(loaded: LoadedConfig, model: Path, ctxs: list[dict[str, Any]]
     s, system = loaded.config.system.model, loaded.config.system
     family = loaded.config.families[FAMILY]
     threads = s.threads or os.cpu_count() or 1
+    llama_cpp = llamacpp.load()  # the engine's load: same buffers
     llm = llama_cpp.Llama(
         model_path=str(model), n_ctx=s.context_length, n_threads=threads,
         n_threads_batch=threads, n_gpu_layers=s.n_gpu_layers, logits_all=True,
@@ -262,8 +263,11 @@ def direct_catalog(loaded: LoadedConfig, model: Path, ctxs: list[dict[str, Any]]
 def direct(loaded: LoadedConfig, model: Path, ctxs: list[dict[str, Any]], count: int,
            daemon: list[Run], rates: dict[str, list[tuple[int, float]]]) -> list[Run]:  # fmt: skip
     """The same generations on llama_cpp.Llama, with Engine's settings and calls."""
-    import llama_cpp
     from llama_cpp.llama_grammar import LlamaGrammar
+
+    from insan_edge import llamacpp
+
+    llama_cpp = llamacpp.load()  # the engine's load: same buffers
 
     s = loaded.config.system.model
     threads = s.threads or os.cpu_count() or 1

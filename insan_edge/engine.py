@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from insan_edge import llamacpp
 from insan_edge.config.system import ModelSettings
 from insan_edge.devices import Placement, serving_layers
 from insan_edge.errors import ModelError
@@ -93,6 +94,7 @@ def _block_count(model_path: Path) -> int | None:
     """The GGUF's layer count, read with the vocabulary only (no weights loaded)."""
     import llama_cpp
 
+    llamacpp.load()  # before any model is loaded (see that module)
     try:
         probe = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
     except (ValueError, RuntimeError, OSError):
@@ -128,6 +130,8 @@ class Engine:
 
     def __init__(self, model_path: Path, settings: ModelSettings) -> None:
         import llama_cpp
+
+        llamacpp.load()  # before any model is loaded (see that module)
 
         self.path = model_path
         self.settings = settings

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import gguf
-import llama_cpp
 import numpy as np
 import pytest
 from tinymodel import TINY_CONFIG
 
+from insan_edge import llamacpp
 from insan_edge.config.system import ModelSettings
 from insan_edge.engine import Adapter, Engine
 
@@ -52,6 +52,7 @@ def _engine(model: Path) -> Engine:
 
 def _reference(model: Path, prompt: str, titles: list[str]) -> list[float]:
     """Each title scored from scratch with logits for every position (the slow, plain way)."""
+    llama_cpp = llamacpp.load()  # as the engine loads it
     llm = llama_cpp.Llama(model_path=str(model), n_ctx=512, logits_all=True, verbose=False)
     out = []
     try:

@@ -23,6 +23,7 @@ import pytest
 from tinymodel import TRAINABLE_CONFIG, build_tiny_gguf
 from trainjob import TARGET, events, start_worker, write_job
 
+from insan_edge import llamacpp
 from insan_edge.config.system import ModelSettings
 from insan_edge.engine import Engine
 from insan_edge.errors import ModelError
@@ -105,11 +106,11 @@ def _torch_greedy(model: object, ids: list[int], n: int) -> list[int]:
 
 def test_llama_cpp_with_the_gguf_adapter_decodes_as_peft_does(trained: Trained) -> None:
     """llama.cpp (Q8_0 base + our GGUF LoRA) and PEFT (the base + the PEFT adapter) agree."""
-    import llama_cpp
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    llama_cpp = llamacpp.load()  # as the engine loads it (no AMX buffers: see that module)
     llm = llama_cpp.Llama(
         model_path=str(trained.base_q8), n_ctx=256, logits_all=True, verbose=False, n_threads=1
     )
