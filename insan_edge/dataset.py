@@ -4,7 +4,10 @@ One example per accepted suggestion (``suggestion_accepted``, or a ``rating`` of
 item): the prompt serving builds for that situation (``plan_prompt`` at the event's local time,
 with the recently enjoyed items as they were then) plus ``ANSWER_PREFIX``; the target is the
 accepted title (``title_target``); the negatives are what the same member turned down in the
-same session.
+same session. ``sampled`` are a few other titles the family met (accepted, turned down or rated
+at any time), drawn per example with a fixed hash: none the member took in the same situation
+and none their rules block. The pairwise term ranks the target above them too, as serving ranks
+it among catalog candidates; evaluation compares only against the real negatives.
 
 A *session* is one member, one situation (time of day, day of week and activity of the stored
 context) and at most ``SESSION_WINDOW`` (2 hours) either side of the acceptance. Its rejections
@@ -69,6 +72,7 @@ class Example:
     member: str
     interaction_id: int
     replay: bool = False  # an older example mixed in so the adapter does not forget
+    sampled: tuple[str, ...] = ()  # title_target(other titles the family met): training only
 
     def record(self) -> dict[str, Any]:
         """The worker's line for this example."""
@@ -78,6 +82,7 @@ class Example:
             "prompt": self.prompt,
             "target": self.target,
             "negatives": list(self.negatives),
+            "sampled": list(self.sampled),
         }
 
 
@@ -303,6 +308,36 @@ class _Negatives:
         return tuple(out)
 
 
+class _Sampled:
+    """Other titles the family met, drawn per example (``Example.sampled``)."""
+
+    def __init__(self, rows: list[_Row], situation: Callable[[_Row], _Situation]) -> None:
+        self._titles = sorted(
+            {r.item for r in rows if r.item and _meaningful(r.item) and _servable(r.item)}
+        )
+        self._taken: dict[tuple[str, tuple[str | None, ...]], set[str]] = {}
+        for r in rows:
+            if _positive(r) and r.item:
+                self._taken.setdefault((r.member, situation(r).key), set()).add(r.item)
+
+    def __call__(
+        self, row: _Row, key: tuple[str | None, ...], example_id: str, k: int, seed: int,
+        allowed: Callable[[str], bool],
+    ) -> tuple[str, ...]:  # fmt: skip
+        if k <= 0:
+            return ()
+        taken = self._taken.get((row.member, key), set())
+        pool = [t for t in self._titles if t != row.item and t not in taken]
+        pool.sort(key=lambda t: _unit(seed, "sampled", example_id, t))
+        out: list[str] = []
+        for title in pool:
+            if allowed(title):
+                out.append(title_target(title))
+                if len(out) == k:
+                    break
+        return tuple(out)
+
+
 def _unsafe(item: str, family: Family, members: tuple[str, ...], config: Config) -> bool:
     """A target the family's rules would block now for these members (never taught)."""
     if topic_hits(item, family.safety.blocked_topics):
@@ -343,6 +378,17 @@ def build_dataset(
         return situations[row.context]
 
     negatives = _Negatives(rows)
+    sampled = _Sampled(rows, situation)
+    unsafe: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+    def allowed_for(members: tuple[str, ...]) -> Callable[[str], bool]:
+        def allowed(title: str) -> bool:
+            if (title, members) not in unsafe:
+                unsafe[(title, members)] = _unsafe(title, family, members, config)
+            return not unsafe[(title, members)]
+
+        return allowed
+
     recent = _Recent(rows)
     last_kept: dict[tuple[str, str, tuple[str | None, ...]], datetime] = {}
     examples: list[Example] = []
@@ -376,15 +422,21 @@ def build_dataset(
             continue
         example_id = row.event_hash[:32] if row.event_hash else f"row-{row.id}"
         held = _unit(settings.seed, "split", example_id) < settings.heldout_fraction
+        passed = negatives(row, where.key, situation)
+        others = sampled(
+            row, where.key, example_id, 0 if held else settings.sampled_negatives,
+            settings.seed, allowed_for(members),
+        )  # fmt: skip
         examples.append(
             Example(
                 id=example_id,
                 split="heldout" if held else "train",
                 prompt=plan.prompt + ANSWER_PREFIX,
                 target=title_target(item),
-                negatives=negatives(row, where.key, situation),
+                negatives=passed,
                 member=row.member,
                 interaction_id=row.id,
+                sampled=tuple(t for t in others if t not in passed),
             )
         )
     train, heldout, new = _select(examples, since_id, settings, max_heldout, skipped)

@@ -359,7 +359,9 @@ def test_write_jsonl_is_the_workers_format(
     path.write_text("old\n")
     assert data.write_jsonl(path) == len(data.train) + len(data.heldout)
     lines = [json.loads(x) for x in path.read_text("utf-8").splitlines()]
-    assert all(sorted(x) == ["id", "negatives", "prompt", "split", "target"] for x in lines)
+    assert all(
+        sorted(x) == ["id", "negatives", "prompt", "sampled", "split", "target"] for x in lines
+    )
     splits = [x["split"] for x in lines]
     assert splits == ["train"] * len(data.train) + ["heldout"] * len(data.heldout)
     first = data.train[0]
@@ -369,8 +371,46 @@ def test_write_jsonl_is_the_workers_format(
         "prompt": first.prompt,
         "target": first.target,
         "negatives": list(first.negatives),
+        "sampled": list(first.sampled),
     }
     assert [p.name for p in path.parent.iterdir()] == ["dataset.jsonl"]
+
+
+def test_sampled_titles_are_others_the_family_met_never_what_the_member_took_or_may_not_see(
+    store: Store, config: Config
+) -> None:
+    solo = {**CONTEXT, "present": ["dad"]}
+    week = 7 * 24 * 60
+    titles = [f"Craft number {n}" for n in range(12)]
+    ingest(
+        store,
+        config,
+        [
+            *(
+                event("suggestion_rejected", t, 2 * week + n, member="dad", context=solo)
+                for n, t in enumerate(titles)
+            ),
+            event("suggestion_accepted", "Spider web hunt", 3 * week, member="dad", context=solo),
+            event("suggestion_accepted", "Board game", 4 * week),  # mia, the same situation
+            *(event("suggestion_accepted", "Dinosaur masks", n * week) for n in (0, 5, 6, 7)),
+        ],
+    )
+    settings = config.system.training.model_copy(update={"heldout_fraction": 0.01})
+    data = build_dataset(store, config, FAMILY, settings=settings)
+    mia = [e for e in data.train if e.member == "mia"]
+    assert len(mia) == 5 and not data.heldout
+    for e in mia:
+        assert len(e.sampled) == settings.sampled_negatives == 6
+        assert set(e.sampled) <= {title_target(t) for t in titles}  # met, allowed, not taken
+        assert e.target not in e.sampled and not set(e.sampled) & set(e.negatives)
+    # drawn per example, always the same way
+    assert len({e.sampled for e in mia}) > 1
+    assert build_dataset(store, config, FAMILY, settings=settings).train == data.train
+    dad = next(e for e in data.train if e.member == "dad")
+    # what mia took is no answer of dad's; the spider hunt mia avoids is his own target
+    assert set(dad.sampled) <= {title_target(t) for t in [*titles, "Board game", "Dinosaur masks"]}
+    none = settings.model_copy(update={"sampled_negatives": 0})
+    assert all(not e.sampled for e in build_dataset(store, config, FAMILY, settings=none).train)
 
 
 def test_five_thousand_interactions_build_quickly(store: Store, config: Config) -> None:

@@ -151,6 +151,13 @@ class TrainingSettings(ConfigModel):
         title="Preference sharpness",
         description="Scale of the log-likelihood gap in the pairwise term (beta): higher pushes harder on pairs already ranked right.",
     )
+    sampled_negatives: int = Field(
+        default=6,
+        ge=0,
+        le=32,
+        title="Other titles per example",
+        description="Titles the family met at other times, drawn per example for the pairwise term to rank the chosen one above, as serving ranks it among catalog candidates; 0 uses only the titles passed over in the same moment.",
+    )
     max_seq_tokens: int = Field(
         default=512,
         ge=32,

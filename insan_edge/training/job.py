@@ -67,6 +67,7 @@ class Example:
     prompt: str
     target: str
     negatives: tuple[str, ...]
+    sampled: tuple[str, ...] = ()  # other titles, for the pairwise term only (not evaluation)
 
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -196,12 +197,16 @@ def load_dataset(path: Path) -> list[Example]:
         negatives = _get(obj, "negatives", list, where)
         if not all(isinstance(n, str) and n for n in negatives):
             raise BadJob(f"{where}: 'negatives' must be a list of non-empty strings")
+        sampled = _get(obj, "sampled", list, where) if "sampled" in obj else []
+        if not all(isinstance(n, str) and n for n in sampled):
+            raise BadJob(f"{where}: 'sampled' must be a list of non-empty strings")
         example = Example(
             id=_get(obj, "id", str, where),
             split=split,
             prompt=_get(obj, "prompt", str, where),
             target=_get(obj, "target", str, where),
             negatives=tuple(negatives),
+            sampled=tuple(sampled),
         )
         if not example.target:
             raise BadJob(f"{where}: 'target' is empty")
@@ -227,6 +232,6 @@ def fingerprint(job: Job, examples: list[Example]) -> str:
     pairs = job.train.preference_weight > 0
     for e in examples:
         if e.split == "train":
-            negatives = list(e.negatives) if pairs else []
+            negatives = [*e.negatives, *e.sampled] if pairs else []
             digest.update(json.dumps([e.id, e.prompt, e.target, negatives]).encode())
     return digest.hexdigest()

@@ -197,12 +197,13 @@ def train(job_dir: Path, stop: StopSignal) -> int:
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     train_set = [e for e in examples if e.split == "train"]
     heldout = [e for e in examples if e.split == "heldout"]
-    # The titles passed over go with the chosen one only where the pairwise term uses them.
+    # The titles passed over (and the other titles drawn) go with the chosen one only where the
+    # pairwise term uses them.
     groups = [
         build_group(
             tokenizer,
             tokenizer.prompt_ids(e.prompt),
-            [e.target, *(e.negatives if t.preference_weight > 0 else ())],
+            [e.target, *((*e.negatives, *e.sampled) if t.preference_weight > 0 else ())],
             t.max_seq_tokens,
         )
         for e in train_set
