@@ -11,7 +11,8 @@ at that time, drawn with a fixed seed), and each ranker orders the pool:
 - ``random``: the expected hit rate of a random order, ``3 / pool`` (exact, not sampled).
 
 The prompt is ``plan_prompt`` for the session's members, situation and local time, with the
-members' recently enjoyed titles as of then, as the daemon builds it.
+members' recently enjoyed titles from the daemon's own store (``Store.recent_accepted``), as the
+daemon builds it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,18 +72,6 @@ def sessions(
     return out
 
 
-def _recent(learned: Sequence[dict[str, Any]], members: Sequence[str], limit: int) -> list[str]:
-    """What ``Store.recent_accepted`` returns for these members after the learned stretch."""
-    last: dict[str, str] = {}
-    for e in learned:
-        good = e["kind"] == "suggestion_accepted" or (
-            e["kind"] == "rating" and e.get("rating", 0) >= 4
-        )
-        if good and e["member"] in members and e["ts"] > last.get(e["item"], ""):
-            last[e["item"]] = e["ts"]
-    return sorted(last, key=lambda t: last[t], reverse=True)[:limit]
-
-
 def _item(n: int, title: str) -> CatalogItem:
     return CatalogItem(n, "*", title, title, "activity", "G", (), 0, 99, "starter")
 
@@ -92,10 +81,11 @@ def model_hits(
     adapter: Adapter | None,
     config: Config,
     family_id: str,
-    learned: Sequence[dict[str, Any]],
+    recent: Callable[[Sequence[str], int], list[str]],
     held: Sequence[Session],
 ) -> float:
-    """Share of sessions whose accepted title the model ranks in the top 3 of its pool."""
+    """Share of sessions whose accepted title the model ranks in the top 3 of its pool;
+    ``recent(members, limit)`` is what the store says they enjoyed lately."""
     family = config.families[family_id]
     limit = config.system.recommendations.recent_examples
     hits = 0
@@ -103,7 +93,7 @@ def model_hits(
         members = list(dict.fromkeys([s.member, *s.context["present"]]))
         plan = plan_prompt(
             family, members, RequestContext(**s.context), config.system.safety,
-            _recent(learned, members, limit), _local(s.ts),
+            recent(members, limit), _local(s.ts),
         )  # fmt: skip
         short = ranking.Shortlist([(_item(i, t), 0, []) for i, t in enumerate(s.pool)], [], 0)
         top, _ = ranking.rank(

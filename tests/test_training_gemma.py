@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from insan_edge.config import parse_config
 from insan_edge.engine import Engine
 from insan_edge.modelfiles import ensure_embedded
 from insan_edge.promotion import better
+from insan_edge.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 BOX_KEY = "5d0419c2dfc72957772c9f994e7c4b2582ab6e144f755566b5cc5ed355a7dcdf"
@@ -128,17 +130,23 @@ def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tm
     # are held out; each accepted title is ranked among 15 others the app could have shown then.
     later = sim.simulate(parsed, family, days=28, seed=3, start="2026-10-13")
     held = rank_quality.sessions(sim, parsed, family, later, pool=16, seed=3)
-    adapter_file = next((d.state_dir / "adapters" / family).glob("v0001/*.gguf"))
+    adapter_file = d.state_dir / "adapters" / family / "v0001" / "adapter.gguf"
     engine = Engine(ensure_embedded(d.state_dir / "models").path, parsed.system.model)
+    store = Store(d.state_dir / "insan-edge.db")  # the daemon's own, read alongside it
+
+    def recent(members: Sequence[str], limit: int) -> list[str]:
+        return store.recent_accepted(family, members, limit)
+
     try:
         hits = {
-            "base": rank_quality.model_hits(engine, None, parsed, family, events, held),
+            "base": rank_quality.model_hits(engine, None, parsed, family, recent, held),
             "v1": rank_quality.model_hits(
-                engine, engine.load_adapter("v1", adapter_file), parsed, family, events, held
+                engine, engine.load_adapter("v1", adapter_file), parsed, family, recent, held
             ),
         }
     finally:
         engine.close()
+        store.close()
     hits["popularity"] = rank_quality.popularity_hits(events, held)
     hits["random"] = rank_quality.random_hits(held)
     print(f"\nHIT@3 on {len(held)} held-out sessions (pool 16):", json.dumps(hits))
