@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -113,6 +114,7 @@ ALIASES: dict[str, str] = {
 # A topic with no calibration (one a parent made up, e.g. "spiders") is matched on its own name
 # at this similarity; keywords still catch its plain mentions.
 DEFAULT_THRESHOLD = 0.55
+READINGS_KEPT = 4096  # texts whose reading an index keeps (about 2 KB each)
 
 
 def canonical(topic: str) -> str:
@@ -221,6 +223,9 @@ class TopicIndex:
             self._on = np.array([[n in t for n in names] for t in examples.topics], dtype=bool)
             self._example_row = {t: i for i, t in enumerate(examples.texts)}
         self._lock = threading.Lock()
+        # A text's reading, once made: a check batches its texts through the model first, and
+        # each judgement then asks for its own again (an index lives for one config load).
+        self._readings: OrderedDict[str, Reading] = OrderedDict()
 
     @classmethod
     def from_calibration(
@@ -262,17 +267,26 @@ class TopicIndex:
         return out
 
     def flags(self, texts: Sequence[str]) -> list[Reading]:
-        """Per text, the topics its meaning is on (strong), or near enough to confirm a keyword."""
-        s = self.scores(texts)
-        strong = np.array([self.thresholds[n] for n in self.names], dtype=np.float32)
-        weak = np.array([self.keyword_floors[n] for n in self.names], dtype=np.float32)
-        out = []
-        for row in s:
-            scores = {n: round(float(v), 4) for n, v in zip(self.names, row, strict=True)}
-            out.append(
-                Reading(
+        """Per text, the topics its meaning is on (strong), or near enough to confirm a keyword.
+        Readings are kept (the last ``READINGS_KEPT`` texts): treat them as read-only."""
+        with self._lock:
+            known = {t: r for t in texts if (r := self._readings.get(t)) is not None}
+            for t in known:
+                self._readings.move_to_end(t)
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
+        if todo:
+            s = self.scores(todo)
+            strong = np.array([self.thresholds[n] for n in self.names], dtype=np.float32)
+            weak = np.array([self.keyword_floors[n] for n in self.names], dtype=np.float32)
+            for text, row in zip(todo, s, strict=True):
+                scores = {n: round(float(v), 4) for n, v in zip(self.names, row, strict=True)}
+                known[text] = Reading(
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= strong)},
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= weak)},
                 )
-            )
-        return out
+            with self._lock:
+                for text in todo:
+                    self._readings[text] = known[text]
+                while len(self._readings) > READINGS_KEPT:
+                    self._readings.popitem(last=False)
+        return [known[t] for t in texts]
