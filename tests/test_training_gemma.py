@@ -3,15 +3,18 @@ daemon by the real trainer (QLoRA on the CPU), judged on held-out data by the pr
 
 1. The first run (the chosen titles' loss plus the pairwise preference term) must beat the
    base on held-out preference accuracy and pass the safety suite: it is promoted and served.
-   Measured here: preference accuracy 0.60 against the base's 0.48 on 25 held-out pairs.
+   Measured: 0.60 against the base's 0.48 on 25 held-out pairs (float32, no sampled
+   negatives); 0.52 against 0.48 with 6 sampled negatives and bf16 compute (2026-12-03).
 2. Two weeks later, an update that learns next to nothing (learning rate 1e-7, one epoch)
    scores about as the base does, so below the serving adapter: the gate refuses it, v1 stays.
-   Measured here: 0.52 (the base's too) against v1's 0.65 on 31 held-out pairs.
+   Measured: 0.52 (the base's too) against v1's 0.65 on 31 held-out pairs; on 2026-12-03
+   0.52 (the base's too) against v1's 0.55.
 
 The box key (which decides the held-out split) and the micro-batch are fixed, so the numbers
 do not change from run to run, nor with how much memory the probe measures.
 Slow: the first run (which also converts the GGUF into cached training weights) took about
-16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test is not yet timed. Issue 8's ranking quality is measured (printed)
+16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test took 17 minutes
+(1027 s) on a 2-core EPYC with AVX512-BF16, bf16 compute. Issue 8's ranking quality is measured (printed)
 after v1 is promoted: hit@3 of held-out accepted titles for the base, v1, popularity, random.
 """
 
