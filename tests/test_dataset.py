@@ -395,7 +395,9 @@ def test_sampled_titles_are_others_the_family_met_never_what_the_member_took_or_
             *(event("suggestion_accepted", "Dinosaur masks", n * week) for n in (0, 5, 6, 7)),
         ],
     )
-    settings = config.system.training.model_copy(update={"heldout_fraction": 0.01})
+    settings = config.system.training.model_copy(
+        update={"heldout_fraction": 0.01, "sampled_negatives": 6}
+    )
     data = build_dataset(store, config, FAMILY, settings=settings)
     mia = [e for e in data.train if e.member == "mia"]
     assert len(mia) == 5 and not data.heldout

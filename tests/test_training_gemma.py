@@ -3,19 +3,19 @@ daemon by the real trainer (QLoRA on the CPU), judged on held-out data by the pr
 
 1. The first run (the chosen titles' loss plus the pairwise preference term) must beat the
    base on held-out preference accuracy and pass the safety suite: it is promoted and served.
-   Measured: 0.60 against the base's 0.48 on 25 held-out pairs (float32, no sampled
-   negatives); 0.52 against 0.48 with 6 sampled negatives and bf16 compute (2026-12-03).
+   Measured: 0.60 against the base's 0.48 on 25 held-out pairs (float32 on AVX2, and bf16
+   on AVX512-BF16); with 6 sampled negatives per example (not the default) 0.52 against 0.48.
 2. Two weeks later, an update that learns next to nothing (learning rate 1e-7, one epoch)
    scores about as the base does, so below the serving adapter: the gate refuses it, v1 stays.
-   Measured: 0.52 (the base's too) against v1's 0.65 on 31 held-out pairs; on 2026-12-03
-   0.52 (the base's too) against v1's 0.55.
+   Measured: 0.52 (the base's too) against v1's 0.65 on 31 held-out pairs.
 
 The box key (which decides the held-out split) and the micro-batch are fixed, so the numbers
 do not change from run to run, nor with how much memory the probe measures.
 Slow: the first run (which also converts the GGUF into cached training weights) took about
-16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test took 17 minutes
-(1027 s) on a 2-core EPYC with AVX512-BF16, bf16 compute. Issue 8's ranking quality is measured (printed)
-after v1 is promoted: hit@3 of held-out accepted titles for the base, v1, popularity, random.
+16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test took 13 minutes
+(774 s) on a 2-core EPYC with AVX512-BF16, bf16 compute. Issue 8's ranking quality is measured
+(printed) after v1 is promoted: hit@3 of held-out accepted titles for the base, v1, popularity,
+random.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tm
     hits["random"] = rank_quality.random_hits(held)
     print(f"\nHIT@3 on {len(held)} held-out sessions (pool 16):", json.dumps(hits))
     assert len(held) >= 40
-    # Issue 8 asks v1 to beat all three; measured here it does not yet (base 0.24, v1 0.22,
-    # popularity 0.24, random 0.1875 on 50 sessions): reported, not asserted, until it does.
+    # Issue 8 asks v1 to beat all three. On 50 sessions with bf16 compute: v1 0.26, base 0.24,
+    # popularity 0.24, random 0.1875, one session ahead; with float32 on AVX2 v1 had 0.22.
+    # Too thin and machine-dependent a margin to assert: reported.
     assert 0.0 <= hits["v1"] <= 1.0 and hits["random"] == pytest.approx(3 / 16)
 
     # Two more weeks of the family (an update learns from what is new, with some replay), and

@@ -152,11 +152,11 @@ class TrainingSettings(ConfigModel):
         description="Scale of the log-likelihood gap in the pairwise term (beta): higher pushes harder on pairs already ranked right.",
     )
     sampled_negatives: int = Field(
-        default=6,
+        default=0,
         ge=0,
         le=32,
         title="Other titles per example",
-        description="Titles the family met at other times, drawn per example for the pairwise term to rank the chosen one above, as serving ranks it among catalog candidates; 0 uses only the titles passed over in the same moment.",
+        description="Titles the family met at other times, drawn per example for the pairwise term to rank the chosen one above, as serving ranks it among catalog candidates; 0 (the default) uses only the titles passed over in the same moment: on the embedded model, 6 lowered held-out preference accuracy (0.52 against 0.60) and hit@3 (0.22 against 0.26).",
     )
     max_seq_tokens: int = Field(
         default=512,
