@@ -22,6 +22,7 @@ rules, and the store are used: no model code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -322,7 +323,7 @@ class _Sampled:
 
     def __call__(
         self, row: _Row, key: tuple[str | None, ...], example_id: str, k: int, seed: int,
-        allowed: Callable[[str], bool],
+        members: tuple[str, ...], unsafe: Callable[[str, tuple[str, ...]], bool],
     ) -> tuple[str, ...]:  # fmt: skip
         if k <= 0:
             return ()
@@ -331,7 +332,7 @@ class _Sampled:
         pool.sort(key=lambda t: _unit(seed, "sampled", example_id, t))
         out: list[str] = []
         for title in pool:
-            if allowed(title):
+            if not unsafe(title, members):
                 out.append(title_target(title))
                 if len(out) == k:
                     break
@@ -379,15 +380,10 @@ def build_dataset(
 
     negatives = _Negatives(rows)
     sampled = _Sampled(rows, situation)
-    unsafe: dict[tuple[str, tuple[str, ...]], bool] = {}
 
-    def allowed_for(members: tuple[str, ...]) -> Callable[[str], bool]:
-        def allowed(title: str) -> bool:
-            if (title, members) not in unsafe:
-                unsafe[(title, members)] = _unsafe(title, family, members, config)
-            return not unsafe[(title, members)]
-
-        return allowed
+    @functools.cache
+    def unsafe_for(title: str, members: tuple[str, ...]) -> bool:  # targets and sampled titles
+        return _unsafe(title, family, members, config)
 
     recent = _Recent(rows)
     last_kept: dict[tuple[str, str, tuple[str | None, ...]], datetime] = {}
@@ -411,7 +407,7 @@ def build_dataset(
             continue
         last_kept[session] = row.at
         members = tuple(dict.fromkeys((row.member, *where.present)))
-        if _unsafe(item, family, members, config):
+        if unsafe_for(item, members):
             skipped["unsafe_target"] += 1
             continue
         at = row.at.astimezone().replace(tzinfo=None)  # local wall-clock time, as serving uses
@@ -425,7 +421,7 @@ def build_dataset(
         passed = negatives(row, where.key, situation)
         others = sampled(
             row, where.key, example_id, 0 if held else settings.sampled_negatives,
-            settings.seed, allowed_for(members),
+            settings.seed, members, unsafe_for,
         )  # fmt: skip
         examples.append(
             Example(

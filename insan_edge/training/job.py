@@ -69,6 +69,11 @@ class Example:
     negatives: tuple[str, ...]
     sampled: tuple[str, ...] = ()  # other titles, for the pairwise term only (not evaluation)
 
+    @property
+    def rivals(self) -> tuple[str, ...]:
+        """The titles the pairwise term ranks the target above: passed over, then drawn."""
+        return (*self.negatives, *self.sampled)
+
 
 def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in obj:
@@ -232,6 +237,6 @@ def fingerprint(job: Job, examples: list[Example]) -> str:
     pairs = job.train.preference_weight > 0
     for e in examples:
         if e.split == "train":
-            negatives = [*e.negatives, *e.sampled] if pairs else []
+            negatives = list(e.rivals) if pairs else []
             digest.update(json.dumps([e.id, e.prompt, e.target, negatives]).encode())
     return digest.hexdigest()

@@ -203,7 +203,7 @@ def train(job_dir: Path, stop: StopSignal) -> int:
         build_group(
             tokenizer,
             tokenizer.prompt_ids(e.prompt),
-            [e.target, *((*e.negatives, *e.sampled) if t.preference_weight > 0 else ())],
+            [e.target, *(e.rivals if t.preference_weight > 0 else ())],
             t.max_seq_tokens,
         )
         for e in train_set
