@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from serve import EXAMPLE, launch, stop
+from threadpoolctl import threadpool_limits
 
 from insan_edge.check_eval import load
 from insan_edge.config import load_config
@@ -77,6 +78,7 @@ def main() -> int:
             topics_on = client.status()["topics"]["enabled"]
         finally:
             stop(proc)
+        threadpool_limits(limits=1, user_api="blas")  # as the daemon runs (daemon.run)
         loaded = load_config(config)
         family = loaded.config.families[FAMILY]
         settings = loaded.config.system.safety

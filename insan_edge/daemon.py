@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from threadpoolctl import threadpool_limits
 
 from insan_edge import __version__, catalog, sdnotify
 from insan_edge.api import ApiBackend, build_app
@@ -399,6 +400,9 @@ def run(config_path: Path, state_dir: Path | None = None, socket_path: Path | No
 
     loaded = load_config(config_path)
     logs.setup(loaded.config.system.log_level)
+    # numpy's BLAS only multiplies small matrices here (topic scores), but its idle threads spin
+    # on the cores onnxruntime and llama.cpp compute on: one thread halves a check's latency.
+    threadpool_limits(limits=1, user_api="blas")
     log.info(
         kv(
             "daemon.starting",
