@@ -172,6 +172,8 @@ class Daemon:
                     self.socket_path.unlink()
             if self.engine is not None:
                 self.engine.close()
+            if self.topics.guard is not None:
+                self.topics.guard.close()
             if self.store is not None:
                 self.store.close()
             log.info(kv("daemon.stopped"))
@@ -195,7 +197,7 @@ class Daemon:
         await asyncio.to_thread(self.topics.start, config)
         self.recommender = Recommender(
             self.engine, self.store, lambda: self.loaded, self.personal.adapters,
-            lambda: self.topics.index,
+            lambda: self.topics.reader,
         )  # fmt: skip
         self.recommender.load_forced_grammar()
         self.scrubber = await asyncio.to_thread(

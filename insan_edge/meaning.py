@@ -14,6 +14,7 @@ from typing import Any
 
 from insan_edge.config import Config
 from insan_edge.errors import InsanEdgeError
+from insan_edge.guard import Guard, Reader
 from insan_edge.logs import kv
 from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
@@ -38,9 +39,39 @@ class TopicService:
         self.crisis: TopicIndex | None = None
         self.error: str | None = None
         self.model_sha256: str | None = None
+        self.guard: Guard | None = None
+        self.guard_error: str | None = None
+        self.reader: Reader | TopicIndex | None = None  # what the safety judgement asks
 
     def start(self, config: Config) -> None:
         """Blocking (the first start exports the model): run it in a thread."""
+        self._start_topics(config)
+        self._set_guard(config)
+
+    def _set_guard(self, config: Config) -> None:
+        """Load, keep or drop the guard model for this config; then the reader."""
+        settings = config.system.safety
+        want = (settings.guard_model, settings.guard_certainty) if settings.guard_model else None
+        have = (self.guard.path, self.guard.certainty) if self.guard is not None else None
+        if want != have:
+            if self.guard is not None:
+                self.guard.close()
+                self.guard = None
+            self.guard_error = None
+            if want is not None:
+                try:
+                    self.guard = Guard(want[0], want[1])
+                except InsanEdgeError as exc:
+                    self.guard_error = exc.message
+                    log.error(kv("guard.unavailable", model=want[0], error=exc.message))
+                else:
+                    log.info(kv("guard.ready", model=want[0].name, certainty=want[1]))
+        if self.guard is None:
+            self.reader = self.index
+        else:
+            self.reader = Reader(self.index, self.guard)
+
+    def _start_topics(self, config: Config) -> None:
         settings = config.system.safety
         if not settings.topic_model:
             return
@@ -51,7 +82,7 @@ class TopicService:
             onnx = ensure_model(self.models_dir)
             self.embedder = Embedder(onnx.parent, device=settings.topic_device)
             self.model_sha256 = _sha256_of(onnx)
-            self.rebuild(config)
+            self._index_for(config)
             from insan_edge.crisis import crisis_index
 
             self.crisis = crisis_index(self.embedder.embed)
@@ -64,7 +95,11 @@ class TopicService:
                     seconds=f"{time.monotonic() - started:.1f}"))  # fmt: skip
 
     def rebuild(self, config: Config) -> None:
-        """The topic vectors for this config (once per load)."""
+        """The topic vectors for this config (once per load), and its guard model."""
+        self._index_for(config)
+        self._set_guard(config)
+
+    def _index_for(self, config: Config) -> None:
         if self.embedder is None or not config.system.safety.topic_model:
             self.index = None
             return
@@ -85,7 +120,9 @@ class TopicService:
             "cache_hits": e.hits if e is not None else 0,
             "cache_misses": e.misses if e is not None else 0,
             "error": self.error,
-        }
+            "guard": {**self.guard.status(), "error": None} if self.guard is not None
+            else {"model": None, "error": self.guard_error},
+        }  # fmt: skip
 
 
 def _sha256_of(onnx: Path) -> str | None:

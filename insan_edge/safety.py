@@ -112,12 +112,12 @@ class Meaning(Protocol):
 def _confirmed(topic: str, reading: Reading | None) -> bool:
     """A keyword match stands unless the model, reading the whole text, disagrees."""
     key = canonical(topic)
-    return reading is None or key not in BUILTIN or key in reading.weak
+    return reading is None or not reading.topics_read or key not in BUILTIN or key in reading.weak
 
 
 def estimated_rating(text: str, claimed: str, reading: Reading | None = None) -> str:
     """The item's rating: never lower than its words or its meaning suggest (claims are not
-    trusted); ``reading`` is what the topic model found in it, when it runs."""
+    trusted); ``reading`` is what the topic model (and the guard model) found in it."""
     floor = "G"
     lowered = neutral(text)
     for topic, minimum in RATING_FLOOR:
@@ -131,6 +131,8 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
         minimum = MEANING_FLOOR.get(topic, "G")
         if rank(minimum) > rank(floor):
             floor = minimum
+    if reading is not None and reading.guard is not None:
+        floor = max(floor, reading.guard[0], key=rank)
     return max(claimed if claimed in RATINGS else "R", floor, key=rank)
 
 
@@ -269,7 +271,7 @@ def assess(
                 Violation(
                     "content_rating",
                     member_id,
-                    f"rated {rating}{_why_rated(rating, content_rating, known)}, "
+                    f"rated {rating}{_why_rated(rating, content_rating, known, reading)}, "
                     f"{member_id}'s limit is {limit}",
                 )
             )
@@ -298,9 +300,11 @@ def _lifted(v: Violation) -> Violation:
     return Violation(v.rule, v.member, f"{v.message} (overridden: a parent allowed it)", False)
 
 
-def _why_rated(rating: str, claimed: str, known: KnownTitle | None) -> str:
+def _why_rated(rating: str, claimed: str, known: KnownTitle | None, reading: Reading | None) -> str:  # fmt: skip
     if known is not None and known.rating == rating:
         return f": {known.describe()}"
+    if known is None and reading is not None and reading.guard and reading.guard[0] == rating:
+        return f" (the guard model is {reading.guard[1]:.0%} sure it is {rating} or above)"
     return "" if rating == claimed else f" (it claimed {claimed})"
 
 

@@ -184,6 +184,8 @@ class Reading:
 
     strong: dict[str, float]
     weak: dict[str, float]
+    topics_read: bool = True  # False: no topic model ran; keyword matches stand unconfirmed
+    guard: tuple[str, float] | None = None  # the guard model's rating, and how sure it is of it
 
 
 class TopicIndex:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from insan_edge.config.base import ConfigModel
 from insan_edge.config.dashboard import DashboardSettings
@@ -222,6 +222,25 @@ class SafetySettings(ConfigModel):
         title="Topic model device",
         description="Where the topic model runs: auto uses the GPU when onnxruntime has CUDA, else the CPU.",
     )
+    guard_model: Path | None = Field(
+        default=None,
+        title="Guard model",
+        description="A GGUF language model placed on the box that also rates every item (G, PG, PG-13 or R, read from the likelihood of each answer, never from free text); it can raise an item's rating, never lower it. Empty: no guard. Costs one model evaluation per new item.",
+    )
+    guard_certainty: float = Field(
+        default=0.5,
+        ge=0.05,
+        le=0.95,
+        title="Guard certainty",
+        description="An item passes a rating only if the guard is at least this sure it goes no further (0.5: the guard's median guess; higher is stricter).",
+    )
+
+    @field_validator("guard_model")
+    @classmethod
+    def _guard_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.expanduser().is_file():
+            raise ValueError(f"no guard model file at {path}")
+        return path.expanduser() if path is not None else None
 
 
 class ApiSettings(ConfigModel):
