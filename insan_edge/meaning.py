@@ -54,9 +54,9 @@ class TopicService:
         want = (settings.guard_model, settings.guard_certainty) if settings.guard_model else None
         have = (self.guard.path, self.guard.certainty) if self.guard is not None else None
         if want != have:
-            if self.guard is not None:
-                self.guard.close()
-                self.guard = None
+            # Not closed here: a check still holding the old reader finishes with it, and the
+            # model is freed when the last reference goes (llama.cpp's Llama closes on delete).
+            self.guard = None
             self.guard_error = None
             if want is not None:
                 try:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -110,16 +112,24 @@ def test_a_daemon_with_a_guard_checks_with_it(tmp_path: Path, tiny_model_path: P
     cfg["families"]["testfam"]["members"]["kim"]["safety_level"] = "moderate"
     d = start_daemon(tmp_path, cfg)
     try:
-        answer = d.client.request(
-            "POST", "/v1/families/testfam/check",
-            {"member": "kim", "items": [{"title": TITLE, "description": DESCRIPTION}],
-             "context": {"at": "2026-11-23T15:00:00"}},
-        )  # fmt: skip
+        body = {"member": "kim", "items": [{"title": TITLE, "description": DESCRIPTION}],
+                "context": {"at": "2026-11-23T15:00:00"}}  # fmt: skip
+        answer = d.client.request("POST", "/v1/families/testfam/check", body)
         (result,) = answer["results"]
         assert not result["allowed"] and result["rating"] == "R"
         assert any("guard model" in r["message"] for r in result["reasons"]), result
         guard = d.client.status()["topics"]["guard"]
         assert guard["model"] == tiny_model_path.name and guard["error"] is None
         assert guard["cache_misses"] == 1
+        # A parent removes the guard: the reload drops it, and the same item passes again.
+        del cfg["system"]["safety"]["guard_model"]
+        d.write_config(cfg)
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while d.client.status()["topics"]["guard"]["model"] is not None:
+            assert time.monotonic() < deadline, d.log()
+            time.sleep(0.2)
+        again = d.client.request("POST", "/v1/families/testfam/check", body)
+        assert again["results"][0]["allowed"] and again["results"][0]["rating"] == "G"
     finally:
         assert d.stop() == 0, d.log()
