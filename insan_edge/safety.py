@@ -127,13 +127,13 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
             and _confirmed(topic, reading)
         ):
             floor = minimum
-    for topic in reading.strong if reading else {}:
-        # A reading the calibration set shows right less than 4 times in 5: PG at most.
-        minimum = MEANING_FLOOR.get(topic, "G") if topic in reading.sure else "PG"
-        if rank(minimum) > rank(floor):
-            floor = minimum
-    if reading is not None and reading.guard is not None:
-        floor = max(floor, reading.guard[0], key=rank)
+    if reading is not None:
+        for topic in reading.strong:
+            # A reading the calibration set shows right less than 4 times in 5: PG at most.
+            minimum = MEANING_FLOOR.get(topic, "G") if topic in reading.sure else "PG"
+            floor = max(floor, minimum, key=rank)
+        if reading.guard is not None:
+            floor = max(floor, reading.guard[0], key=rank)
     return max(claimed if claimed in RATINGS else "R", floor, key=rank)
 
 
