@@ -129,9 +129,7 @@ def estimated_rating(text: str, claimed: str, reading: Reading | None = None) ->
             floor = minimum
     if reading is not None:
         for topic in reading.strong:
-            # A reading the calibration set shows right less than 4 times in 5: PG at most.
-            minimum = MEANING_FLOOR.get(topic, "G") if topic in reading.sure else "PG"
-            floor = max(floor, minimum, key=rank)
+            floor = max(floor, MEANING_FLOOR.get(topic, "G"), key=rank)
         if reading.guard is not None:
             floor = max(floor, reading.guard[0], key=rank)
     return max(claimed if claimed in RATINGS else "R", floor, key=rank)

@@ -114,19 +114,6 @@ def calibrate(scores: np.ndarray, keywords: np.ndarray, truth: np.ndarray) -> tu
     return round(float(thresholds[best[0]]), 4), round(float(floors[best[1]]), 2)
 
 
-SURE_PRECISION = 0.8  # a reading by meaning raises the topic's full rating floor from here
-
-
-def sure_threshold(scores: np.ndarray, truth: np.ndarray, threshold: float) -> float:
-    """The lowest score, at or above ``threshold``, from which flags by meaning alone are right
-    at least ``SURE_PRECISION`` of the time on these rows (above every score: never sure)."""
-    for c in np.unique(np.round(scores[scores >= threshold], 4)):
-        chosen = scores >= c
-        if chosen.any() and truth[chosen].mean() >= SURE_PRECISION:
-            return round(float(c), 4)
-    return 1.01
-
-
 def report(
     rows: Sequence[Labelled],
     scores: np.ndarray,

@@ -158,9 +158,6 @@ class Calibration:
     model_sha256: str | None
     meta: dict[str, Any]
     examples: Examples | None = None
-    sure_thresholds: dict[str, float] | None = (
-        None  # the meaning is right 4 times in 5 (topic_eval)
-    )
 
 
 def _data(name: str) -> Any:
@@ -177,9 +174,6 @@ def load_calibration() -> Calibration:
         data.get("model_sha256"),
         data,
         examples,
-        {k: float(v) for k, v in data["sure_thresholds"].items()}
-        if "sure_thresholds" in data
-        else None,
     )
 
 
@@ -190,7 +184,6 @@ class Reading:
 
     strong: dict[str, float]
     weak: dict[str, float]
-    sure: frozenset[str] = frozenset()  # strong topics the meaning is sure of (full rating floor)
     topics_read: bool = True  # False: no topic model ran; keyword matches stand unconfirmed
     guard: tuple[str, float] | None = None  # the guard model's rating, and how sure it is of it
 
@@ -207,7 +200,6 @@ class TopicIndex:
         extra_phrases: dict[str, Sequence[str]] | None = None,
         phrases: dict[str, Sequence[str]] | None = None,
         examples: Examples | None = None,
-        sure_thresholds: dict[str, float] | None = None,
     ) -> None:
         """``phrases`` replaces the built-in descriptions (another vocabulary: crisis signals);
         ``examples`` adds labelled neighbours for the topics that have at least ``k`` of them."""
@@ -217,9 +209,6 @@ class TopicIndex:
         self.thresholds = {n: thresholds.get(n, DEFAULT_THRESHOLD) for n in names}
         # An uncalibrated topic keeps its keywords unconditionally.
         self.keyword_floors = {n: (keyword_floors or {}).get(n, -1.0) for n in names}
-        # Where none were fitted, every strong reading is sure (the threshold itself).
-        self.sure_thresholds = {n: max(self.thresholds[n], (sure_thresholds or {}).get(n, -1.0))
-                                for n in names}  # fmt: skip
         described = BUILTIN if phrases is None else phrases
         texts: list[str] = []
         owner: list[int] = []
@@ -249,8 +238,7 @@ class TopicIndex:
         extra_phrases: dict[str, Sequence[str]] | None = None,
     ) -> TopicIndex:
         return cls(embed, topics, calibration.thresholds, calibration.keyword_floors,
-                   extra_phrases, examples=calibration.examples,
-                   sure_thresholds=calibration.sure_thresholds)  # fmt: skip
+                   extra_phrases, examples=calibration.examples)  # fmt: skip
 
     def scores(self, texts: Sequence[str], leave_out_same: bool = False) -> np.ndarray:
         """[len(texts), len(names)]: each text's score on each topic (the best cosine to its
@@ -292,15 +280,11 @@ class TopicIndex:
             s = self.scores(todo)
             strong = np.array([self.thresholds[n] for n in self.names], dtype=np.float32)
             weak = np.array([self.keyword_floors[n] for n in self.names], dtype=np.float32)
-            sure = np.array([self.sure_thresholds[n] for n in self.names], dtype=np.float32)
             for text, row in zip(todo, s, strict=True):
                 scores = {n: round(float(v), 4) for n, v in zip(self.names, row, strict=True)}
                 known[text] = Reading(
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= strong)},
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= weak)},
-                    frozenset(
-                        self.names[j] for j in np.flatnonzero(row >= np.maximum(sure, strong))
-                    ),
                 )
             with self._lock:
                 for text in todo:

@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from insan_edge.crisis import SIGNALS, keyword_signals  # noqa: E402
 from insan_edge.topic_eval import (  # noqa: E402
-    SURE_PRECISION,
     Labelled,
     calibrate,
     keyword_matrix,
@@ -32,7 +31,6 @@ from insan_edge.topic_eval import (  # noqa: E402
     load_labelled,
     report,
     split,
-    sure_threshold,
     truth_matrix,
 )
 from insan_edge.topic_model import Embedder, ensure_model  # noqa: E402
@@ -51,18 +49,14 @@ def _examples(rows: list[Labelled], k: int, a: float, b: float) -> Examples:
 
 def _fit(
     embed: Embed, rows: list[Labelled], examples: Examples
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Thresholds, keyword floors and sure thresholds on ``rows``, each row scored without
-    itself as an example."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Thresholds and keyword floors on ``rows``, each row scored without itself as an example."""
     topics = list(BUILTIN)
     index = TopicIndex(embed, topics, {}, examples=examples)
     scores = index.scores([r.text for r in rows], leave_out_same=True)
     kw, truth = keyword_matrix(rows, topics), truth_matrix(rows, topics)
     fitted = {t: calibrate(scores[:, j], kw[:, j], truth[:, j]) for j, t in enumerate(topics)}
-    sure = {
-        t: sure_threshold(scores[:, j], truth[:, j], fitted[t][0]) for j, t in enumerate(topics)
-    }
-    return {t: v[0] for t, v in fitted.items()}, {t: v[1] for t, v in fitted.items()}, sure
+    return {t: v[0] for t, v in fitted.items()}, {t: v[1] for t, v in fitted.items()}
 
 
 def _choose_weights(embed: Embed, fit: list[Labelled]) -> tuple[int, float, float]:
@@ -73,7 +67,7 @@ def _choose_weights(embed: Embed, fit: list[Labelled]) -> tuple[int, float, floa
         f1 = []
         for mine, other in (folds, folds[::-1]):
             examples = _examples(mine, k, a, b)
-            thresholds, floors, _ = _fit(embed, mine, examples)
+            thresholds, floors = _fit(embed, mine, examples)
             index = TopicIndex(embed, list(BUILTIN), thresholds, floors, examples=examples)
             result = report(other, index.scores([r.text for r in other]), thresholds, floors)
             f1.append(float(result["_all"]["keywords+model"]["f1"]))
@@ -97,7 +91,7 @@ def main() -> int:
         topics = list(BUILTIN)
         fit, held = split(load_labelled(DATA))
         examples = _examples(fit, *_choose_weights(embedder.embed, fit))
-        thresholds, floors, sure = _fit(embedder.embed, fit, examples)
+        thresholds, floors = _fit(embedder.embed, fit, examples)
         index = TopicIndex(embedder.embed, topics, thresholds, floors, examples=examples)
         held_scores = index.scores([r.text for r in held])
         held_report = report(held, held_scores, thresholds, floors, topics)
@@ -142,8 +136,6 @@ def main() -> int:
             "fitted_on": f"{DATA.relative_to(ROOT)}, even lines ({len(fit)})",
             "thresholds": thresholds,
             "keyword_floors": floors,
-            "sure_thresholds": sure,
-            "sure_precision": SURE_PRECISION,
             "examples": {"file": EXAMPLES.name, "count": len(fit), "k": examples.k,
                          "phrase_weight": examples.phrase_weight,
                          "negative_weight": examples.negative_weight},

@@ -1,7 +1,7 @@
 """The check on a labelled file (tests/data/check_labelled.jsonl, separate from the topic set)
 for an 8-year-old with violence blocked and a PG limit. Floors sit just under what was measured
 (scripts/measure_check.py prints the table); the issue's targets (97% blocked, 5% over-blocked)
-are met for blocking but NOT for over-blocking: 5 of 88 harmless items are blocked (card games,
+are met for blocking but NOT for over-blocking: 7 of 88 harmless items are blocked (card games,
 bingo and checkers read as gambling, a ghost crab and a gingerbread haunted house as horror)."""
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from insan_edge.topic_model import Embedder, ensure_model
 from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
 DATA = Path(__file__).parent / "data" / "check_labelled.jsonl"
-# Measured 2026-12-03 (topic model with labelled examples; a reading by meaning below its topic's
-# sure threshold raises an item to PG only): keywords 51.7% / 8.0%, + topic model 81.6% / 6.8%,
-# + titles 100% / 5.7%. Before the sure thresholds: + topic model 83.9% / 11.4%, all 100% / 8.0%.
-FLOORS = {"keywords": (0.50, 0.09), "model": (0.79, 0.08), "all": (0.97, 0.06)}
+# Measured 2026-12-02 (topic model with labelled examples): keywords 51.7% / 8.0%,
+# + topic model 83.9% / 11.4%, + titles 100% / 8.0%.
+FLOORS = {"keywords": (0.50, 0.09), "model": (0.81, 0.13), "all": (0.97, 0.09)}
 
 
 @pytest.fixture(scope="module")

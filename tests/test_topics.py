@@ -14,7 +14,7 @@ from insan_edge.config.system import SafetySettings
 from insan_edge.safety import check_item, estimated_rating
 from insan_edge.topic_eval import load_labelled, report, split
 from insan_edge.topic_model import Embedder, ensure_model
-from insan_edge.topics import BUILTIN, Reading, TopicIndex, load_calibration
+from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
 DATA = Path(__file__).parent / "data" / "topics.jsonl"
 # Floors on the held-out half (odd lines), keywords plus the model. Measured at calibration
@@ -108,9 +108,6 @@ def test_an_example_scored_without_itself_scores_lower(index: TopicIndex) -> Non
 def test_the_shipped_thresholds_belong_to_this_model(tmp_path: Path) -> None:
     calibration = load_calibration()
     assert set(calibration.thresholds) == set(BUILTIN)
-    sure = calibration.sure_thresholds
-    assert sure is not None and set(sure) == set(BUILTIN)
-    assert all(sure[t] >= calibration.thresholds[t] for t in BUILTIN)
     onnx = ensure_model(tmp_path)
     import json
 
@@ -148,14 +145,3 @@ def test_meaning_catches_what_keywords_miss_and_spares_near_misses(index: TopicI
     [reading] = index.flags([text])
     assert estimated_rating(text, "G", reading) != "G"
     assert estimated_rating(text, "G") == "G"  # the words alone would have let it through
-
-
-def test_a_reading_the_model_is_not_sure_of_raises_an_item_to_pg_only(index: TopicIndex) -> None:
-    unsure = Reading({"weapons": 0.07}, {"weapons": 0.07})
-    assert estimated_rating("Foam dart practice", "G", unsure) == "PG"
-    sure = Reading({"weapons": 0.2}, {"weapons": 0.2}, frozenset({"weapons"}))
-    assert estimated_rating("Foam dart practice", "G", sure) == "PG-13"
-    # The index marks as sure what reaches the fitted sure threshold (above the plain one).
-    assert index.sure_thresholds["weapons"] > index.thresholds["weapons"]
-    (clear,) = index.flags(["A sniper rifle review: scopes, calibres and the kill shot"])
-    assert "weapons" in clear.sure
