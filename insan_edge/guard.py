@@ -119,7 +119,7 @@ class Guard:
 class Reader:
     """The safety judgement's ``Meaning``: the topic model's reading, plus the guard's rating."""
 
-    def __init__(self, index: TopicIndex | None, guard: Guard | None) -> None:
+    def __init__(self, index: TopicIndex | None, guard: Guard) -> None:
         self.index = index
         self.guard = guard
 
@@ -128,7 +128,5 @@ class Reader:
             readings = self.index.flags(texts)
         else:  # no topic model: keywords stand on their own (``topics_read`` False)
             readings = [Reading({}, {}, topics_read=False) for _ in texts]
-        if self.guard is None:
-            return readings
         rated = self.guard.rate(texts)
         return [replace(r, guard=g) for r, g in zip(readings, rated, strict=True)]

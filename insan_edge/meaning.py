@@ -41,7 +41,11 @@ class TopicService:
         self.model_sha256: str | None = None
         self.guard: Guard | None = None
         self.guard_error: str | None = None
-        self.reader: Reader | TopicIndex | None = None  # what the safety judgement asks
+
+    @property
+    def reader(self) -> Reader | TopicIndex | None:
+        """What the safety judgement asks: the topic index, with the guard's ratings if any."""
+        return Reader(self.index, self.guard) if self.guard is not None else self.index
 
     def start(self, config: Config) -> None:
         """Blocking (the first start exports the model): run it in a thread."""
@@ -49,7 +53,7 @@ class TopicService:
         self._set_guard(config)
 
     def _set_guard(self, config: Config) -> None:
-        """Load, keep or drop the guard model for this config; then the reader."""
+        """Load, keep or drop the guard model for this config."""
         settings = config.system.safety
         want = (settings.guard_model, settings.guard_certainty) if settings.guard_model else None
         have = (self.guard.path, self.guard.certainty) if self.guard is not None else None
@@ -66,10 +70,6 @@ class TopicService:
                     log.error(kv("guard.unavailable", model=want[0], error=exc.message))
                 else:
                     log.info(kv("guard.ready", model=want[0].name, certainty=want[1]))
-        if self.guard is None:
-            self.reader = self.index
-        else:
-            self.reader = Reader(self.index, self.guard)
 
     def _start_topics(self, config: Config) -> None:
         settings = config.system.safety
