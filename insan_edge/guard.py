@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from insan_edge.config.family import RATINGS
 from insan_edge.config.system import ModelSettings
 from insan_edge.engine import Engine
 from insan_edge.errors import ModelError
+from insan_edge.kept import Kept
 from insan_edge.logs import kv
 from insan_edge.topics import Reading, TopicIndex
 
@@ -55,17 +54,15 @@ def rating_at(probabilities: Sequence[float], certainty: float) -> tuple[str, fl
 
 
 class Guard:
-    """The parent's guard model, loaded once; thread-safe (the engine serializes its context)."""
+    """The parent's guard model, loaded once; thread-safe (the engine serializes its context,
+    ``Kept`` its readings)."""
 
     def __init__(self, path: Path, certainty: float, threads: int | None = None) -> None:
         self.path = path
         self.certainty = certainty
         settings = ModelSettings(path=path, context_length=1024, threads=threads)
         self.engine = Engine(path, settings)
-        self._kept: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._kept: Kept[str, tuple[str, float]] = Kept(KEPT)
 
     def probabilities(self, text: str) -> list[float]:
         """P(G), P(PG), P(PG-13), P(R) for ``text``, from the answers' likelihoods."""
@@ -79,13 +76,7 @@ class Guard:
     def rate(self, texts: Sequence[str]) -> list[tuple[str, float] | None]:
         """Per text, the guard's rating and how sure it is the item is at least that; None where
         the guard failed on it (logged: the other signals still judge the item)."""
-        out: dict[str, tuple[str, float] | None] = {}
-        with self._lock:
-            for t in texts:
-                if (known := self._kept.get(t)) is not None:
-                    self._kept.move_to_end(t)
-                    out[t] = known
-                    self.hits += 1
+        out: dict[str, tuple[str, float] | None] = dict(self._kept.found(texts))
         started, fresh = time.monotonic(), 0
         for t in dict.fromkeys(texts):
             if t not in out:
@@ -97,16 +88,20 @@ class Guard:
                     continue
                 out[t] = rated
                 fresh += 1
-                with self._lock:
-                    self.misses += 1
-                    self._kept[t] = rated
-                    while len(self._kept) > KEPT:
-                        self._kept.popitem(last=False)
+                self._kept.keep({t: rated})
         if fresh:
             log.debug(
                 kv("guard.rated", items=fresh, ms=f"{(time.monotonic() - started) * 1000:.0f}")
             )
         return [out[t] for t in texts]
+
+    @property
+    def hits(self) -> int:
+        return self._kept.hits
+
+    @property
+    def misses(self) -> int:
+        return self._kept.misses
 
     def status(self) -> dict[str, object]:
         return {"model": self.path.name, "certainty": self.certainty, "cache_hits": self.hits,

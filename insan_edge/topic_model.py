@@ -14,9 +14,7 @@ import logging
 import math
 import os
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from insan_edge.errors import ModelError
+from insan_edge.kept import Kept
 from insan_edge.logs import kv
 
 log = logging.getLogger("insan_edge.topic_model")
@@ -286,12 +285,17 @@ class Embedder:
         if (device == "cuda" or cuda) and self.device != "cuda":  # asked, or listed but failed
             log.warning(kv("topics.cpu_fallback", requested="cuda", available=",".join(available)))
         self.cache_size = max(0, cache_size)
-        self._cache: OrderedDict[str, Vectors] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._cache: Kept[str, Vectors] = Kept(self.cache_size)
         seconds = round(time.monotonic() - started, 2)
         log.info(kv("topics.loaded", device=self.device, threads=threads, seconds=seconds))
+
+    @property
+    def hits(self) -> int:
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self._cache.misses
 
     @staticmethod
     def _key(text: str) -> str:
@@ -302,31 +306,15 @@ class Embedder:
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
         keys = [self._key(t) for t in texts]
-        found: dict[str, Vectors] = {}
-        todo: dict[str, str] = {}  # key -> text, each distinct text once
-        with self._lock:
-            for key, text in zip(keys, texts, strict=True):
-                if key in found or key in todo:
-                    continue
-                row = self._cache.get(key)
-                if row is None:
-                    todo[key] = text
-                    self.misses += 1
-                else:
-                    self._cache.move_to_end(key)
-                    found[key] = row
-                    self.hits += 1
+        found = self._cache.found(keys)
+        todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}  # distinct
         if todo:
-            computed = self._compute(list(todo.values()), max(1, batch_size))
-            with self._lock:
-                for key, row in zip(todo, computed, strict=True):
-                    row.setflags(write=False)
-                    found[key] = row
-                    if self.cache_size:
-                        self._cache[key] = row
-                        self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            computed = dict(zip(todo, self._compute(list(todo.values()), max(1, batch_size)),
+                                strict=True))  # fmt: skip
+            for row in computed.values():
+                row.setflags(write=False)
+            self._cache.keep(computed)
+            found.update(computed)
         return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
 
     def _compute(self, texts: list[str], batch_size: int) -> list[Vectors]:

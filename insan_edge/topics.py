@@ -10,14 +10,14 @@ Pure logic over an embedder (``texts -> L2-normalized rows``); the embedder itse
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
 import numpy as np
+
+from insan_edge.kept import Kept
 
 # The built-in sensitive topics, each described by phrases a parent would recognise.
 BUILTIN: dict[str, tuple[str, ...]] = {
@@ -224,10 +224,9 @@ class TopicIndex:
             self._example_vectors = embed(list(examples.texts))
             self._on = np.array([[n in t for n in names] for t in examples.topics], dtype=bool)
             self._example_row = {t: i for i, t in enumerate(examples.texts)}
-        self._lock = threading.Lock()
         # A text's reading, once made: a check batches its texts through the model first, and
         # each judgement then asks for its own again (an index lives for one config load).
-        self._readings: OrderedDict[str, Reading] = OrderedDict()
+        self._readings: Kept[str, Reading] = Kept(READINGS_KEPT)
 
     @classmethod
     def from_calibration(
@@ -271,24 +270,19 @@ class TopicIndex:
     def flags(self, texts: Sequence[str]) -> list[Reading]:
         """Per text, the topics its meaning is on (strong), or near enough to confirm a keyword.
         Readings are kept (the last ``READINGS_KEPT`` texts): treat them as read-only."""
-        with self._lock:
-            known = {t: r for t in texts if (r := self._readings.get(t)) is not None}
-            for t in known:
-                self._readings.move_to_end(t)
+        known = self._readings.found(texts)
         todo = [t for t in dict.fromkeys(texts) if t not in known]
         if todo:
             s = self.scores(todo)
             strong = np.array([self.thresholds[n] for n in self.names], dtype=np.float32)
             weak = np.array([self.keyword_floors[n] for n in self.names], dtype=np.float32)
+            made: dict[str, Reading] = {}
             for text, row in zip(todo, s, strict=True):
                 scores = {n: round(float(v), 4) for n, v in zip(self.names, row, strict=True)}
-                known[text] = Reading(
+                made[text] = Reading(
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= strong)},
                     {self.names[j]: scores[self.names[j]] for j in np.flatnonzero(row >= weak)},
                 )
-            with self._lock:
-                for text in todo:
-                    self._readings[text] = known[text]
-                while len(self._readings) > READINGS_KEPT:
-                    self._readings.popitem(last=False)
+            self._readings.keep(made)
+            known.update(made)
         return [known[t] for t in texts]
