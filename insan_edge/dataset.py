@@ -26,9 +26,7 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +41,7 @@ from insan_edge.config import Config
 from insan_edge.config.family import Family
 from insan_edge.config.training import TrainingSettings
 from insan_edge.contracts import RequestContext
+from insan_edge.files import write_atomic
 from insan_edge.prompts import ANSWER_PREFIX, TEXT_CHAR, plan_prompt, title_target
 from insan_edge.safety import estimated_rating, member_rating_limit, rank, topic_hits
 from insan_edge.store import Store
@@ -100,17 +99,8 @@ class Dataset:
         """Train then held-out examples, one JSON object a line, written atomically; lines."""
         examples = (*self.train, *self.heldout)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                for example in examples:
-                    fh.write(json.dumps(example.record(), ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        lines = (json.dumps(example.record(), ensure_ascii=False) + "\n" for example in examples)
+        write_atomic(path, "".join(lines))
         return len(examples)
 
 

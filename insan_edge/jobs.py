@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from insan_edge.config.loader import LoadedConfig
 from insan_edge.dataset import build_dataset
+from insan_edge.files import write_atomic
 from insan_edge.registry import Registry
 from insan_edge.store import Store
 
@@ -94,6 +94,4 @@ def write_job(
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2))

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from insan_edge.errors import BadRequestError
+from insan_edge.files import write_atomic
 from insan_edge.ingest_tables import utcnow
 from insan_edge.store import Store
 
@@ -44,9 +44,7 @@ class LearningPause:
             raise BadRequestError(f"pick a date from today ({today.isoformat()}) on")
         if until > today + timedelta(days=MAX_DAYS):
             raise BadRequestError(f"learning can be paused for at most {MAX_DAYS} days")
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"until": until.isoformat(), "by": by, "at": utcnow()}))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({"until": until.isoformat(), "by": by, "at": utcnow()}))
         self._audit("learning_paused", {"until": until.isoformat(), "by": by})
         return {"paused_until": until.isoformat()}
 

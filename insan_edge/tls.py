@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import socket
 import ssl
 from pathlib import Path
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from insan_edge.errors import InsanEdgeError
+from insan_edge.files import write_atomic
 
 VALID_DAYS = 3650
 
@@ -60,19 +60,9 @@ def make_certificate(cert_file: Path, key_file: Path, name: str) -> str:
     )
     cert_file.parent.mkdir(parents=True, exist_ok=True)
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    _write(key_file, key_pem, 0o600)
-    _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_file, key_pem, 0o600)
+    write_atomic(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return fingerprint(cert_file)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def fingerprint(cert_file: Path) -> str:

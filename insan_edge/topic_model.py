@@ -12,8 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from insan_edge.errors import ModelError
+from insan_edge.files import write_atomic
 from insan_edge.kept import Kept
 from insan_edge.logs import kv
 
@@ -46,20 +45,6 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``dest``, fsync it, then rename over ``dest``."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_source() -> Path:
@@ -172,7 +157,7 @@ def export_onnx(source: Path, dest: Path, progress: Callable[[str], None] | None
     say("writing")
     data = model.SerializeToString()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(dest, data)
+    write_atomic(dest, data)
     sha = hashlib.sha256(data).hexdigest()
     seconds = round(time.monotonic() - started, 2)
     log.info(kv("topics.exported", file=dest, bytes=len(data), sha256=sha, seconds=seconds))
@@ -227,7 +212,7 @@ def ensure_model(data_dir: Path, source: Path | None = None) -> Path:
     tokenizer_bytes = tokenizer.read_bytes()
     tokenizer_copy = topics / "tokenizer.json"
     if not tokenizer_copy.is_file() or tokenizer_copy.read_bytes() != tokenizer_bytes:
-        _write_atomic(tokenizer_copy, tokenizer_bytes)
+        write_atomic(tokenizer_copy, tokenizer_bytes)
     if not reason:
         log.debug(kv("topics.reused", file=onnx_path, sha256=manifest["sha256"]))
         return onnx_path
@@ -237,7 +222,7 @@ def ensure_model(data_dir: Path, source: Path | None = None) -> Path:
     source_stat = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": source_sha}
     new = {"sha256": sha, "source_sha256": source_sha, "format": MANIFEST_FORMAT}
     new["source_stat"] = source_stat
-    _write_atomic(manifest_path, (json.dumps(new, indent=2) + "\n").encode())
+    write_atomic(manifest_path, (json.dumps(new, indent=2) + "\n").encode())
     return onnx_path
 
 

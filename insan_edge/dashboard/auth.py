@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from insan_edge.errors import BadRequestError
+from insan_edge.files import write_atomic
 
 FILE = "dashboard-passphrase.json"
 MIN_LENGTH = 10
@@ -41,11 +42,7 @@ def set_passphrase(state_dir: Path, passphrase: str) -> Path:
               "hash": _derive(passphrase, salt, N, R, P).hex()}  # fmt: skip
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(record), mode=0o600)
     return path
 
 

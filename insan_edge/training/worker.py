@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from insan_edge.files import write_atomic
 from insan_edge.training.checkpoint import (
     Checkpoint,
     Counters,
@@ -122,11 +123,7 @@ def at_memory_cap(share: float = 0.9) -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1))
 
 
 def _save_peft(model: Any, out: Path) -> Path:
