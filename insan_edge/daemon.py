@@ -385,9 +385,8 @@ class Daemon:
 
     def _metrics_page(self) -> str:
         assert self.store is not None and self.personal is not None
-        with self.store.transaction() as db:
-            rows = db.query("SELECT status, COUNT(*) AS n FROM training_runs GROUP BY status")
-            runs = {r["status"]: r["n"] for r in rows}
+        rows = self.store.read("SELECT status, COUNT(*) AS n FROM training_runs GROUP BY status")
+        runs = {r["status"]: r["n"] for r in rows}
         registry = self.personal.registry
         versions = {}
         for family_id in self.loaded.config.families:

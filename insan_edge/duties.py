@@ -116,8 +116,7 @@ def scrubbed_entities(store: Store) -> dict[str, int]:
         "SELECT j.key AS kind, SUM(j.value) AS n FROM interactions, json_each(interactions.entities) j"
         " WHERE interactions.entities IS NOT NULL GROUP BY j.key"
     )
-    with store.transaction() as db:
-        return {r["kind"]: int(r["n"]) for r in db.query(sql)}
+    return {r["kind"]: int(r["n"]) for r in store.read(sql)}
 
 
 def inbox_lag(store: Store, inbox: Path) -> list[dict[str, Any]]:

@@ -126,27 +126,18 @@ class Registry:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY family_id, version DESC"
-        with self.store.transaction() as db:
-            return [_row(r) for r in db.query(sql, args)]
+        return [_row(r) for r in self.store.read(sql, args)]
 
     def active(self, family_id: str) -> ModelVersion | None:
-        with self.store.transaction() as db:
-            rows = list(
-                db.query(
-                    "SELECT * FROM model_versions WHERE family_id = ? AND status = 'active'",
-                    [family_id],
-                )
-            )
+        rows = self.store.read(
+            "SELECT * FROM model_versions WHERE family_id = ? AND status = 'active'", [family_id]
+        )
         return _row(rows[0]) if rows else None
 
     def get(self, family_id: str, version: int) -> ModelVersion:
-        with self.store.transaction() as db:
-            rows = list(
-                db.query(
-                    "SELECT * FROM model_versions WHERE family_id = ? AND version = ?",
-                    [family_id, version],
-                )
-            )
+        rows = self.store.read(
+            "SELECT * FROM model_versions WHERE family_id = ? AND version = ?", [family_id, version]
+        )
         if not rows:
             raise NotFoundError(f"family '{family_id}' has no model version {version}")
         return _row(rows[0])

@@ -51,8 +51,7 @@ class Runs:
         if family_id is not None:
             sql += " AND family_id = ?"
             args.append(family_id)
-        with self.store.transaction() as db:
-            return [dict(r) for r in db.query(sql + " ORDER BY id", args)]
+        return self.store.read(sql + " ORDER BY id", args)
 
     def recent(self, limit: int = 20, family_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM training_runs"
@@ -60,24 +59,18 @@ class Runs:
         if family_id is not None:
             sql += " WHERE family_id = ?"
             args.append(family_id)
-        with self.store.transaction() as db:
-            return [dict(r) for r in db.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
+        return self.store.read(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
 
     def trained_upto(self, family_id: str) -> int | None:
         """Highest interaction id a finished run of the family has used (its 'since' next time)."""
-        with self.store.transaction() as db:
-            row = db.execute(
-                "SELECT MAX(upto_id) FROM training_runs WHERE family_id = ? AND status IN ('promoted', 'refused', 'failed')",
-                [family_id],
-            ).fetchone()
-        return None if row[0] is None else int(row[0])
+        row = self.store.read(
+            "SELECT MAX(upto_id) AS upto FROM training_runs WHERE family_id = ? AND status IN ('promoted', 'refused', 'failed')",
+            [family_id],
+        )[0]
+        return None if row["upto"] is None else int(row["upto"])
 
     def interrupted(self) -> list[dict[str, Any]]:
         """Runs a previous daemon left running, paused or evaluating (it died): resumable."""
-        with self.store.transaction() as db:
-            return [
-                dict(r)
-                for r in db.query(
-                    "SELECT * FROM training_runs WHERE status IN ('running', 'paused', 'evaluating') ORDER BY id"
-                )
-            ]
+        return self.store.read(
+            "SELECT * FROM training_runs WHERE status IN ('running', 'paused', 'evaluating') ORDER BY id"
+        )
