@@ -33,8 +33,8 @@ from insan_edge.client import ClientError, LocalClient
 from insan_edge.config import LoadedConfig, load_config
 from insan_edge.contracts import RequestContext
 from insan_edge.engine import schema_to_gbnf
+from insan_edge.generation import parse_items
 from insan_edge.prompts import build_prompt, output_schema, token_budget
-from insan_edge.recommender import parse_items
 from insan_edge.safety import allowed_categories, member_rating_limit, ratings_within
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "configs" / "family.example.yaml"

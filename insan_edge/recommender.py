@@ -1,25 +1,22 @@
-"""From a request to a safe answer: prompt, constrained generation, safety, audit, cache."""
+"""From a request to a safe answer: prompt, catalog ranking or generation (``generation``),
+safety, audit, cache."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from pydantic import ValidationError
 
 from insan_edge import catalog, ranking
 from insan_edge.adapters import AdapterBook, Serving
 from insan_edge.config import LoadedConfig
-from insan_edge.config.family import CatalogEntry, Family
+from insan_edge.config.family import Family
 from insan_edge.contracts import (
     Item,
     ModelRef,
@@ -27,61 +24,19 @@ from insan_edge.contracts import (
     RecommendationResponse,
     Usage,
 )
-from insan_edge.engine import Engine, Grammar, schema_to_gbnf
+from insan_edge.engine import Engine
 from insan_edge.errors import (
     BadRequestError,
     BusyError,
-    ModelError,
 )
+from insan_edge.generation import Counters, Generator
 from insan_edge.logs import kv
-from insan_edge.prompts import PromptPlan, output_schema, plan_prompt, token_budget
+from insan_edge.prompts import PromptPlan, plan_prompt
 from insan_edge.safety import Meaning, allowed_categories, check_item, estimated_rating
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
-_SPACE = re.compile(r"\s+")
-QUALITY_RULES = ("malformed", "duplicate")
 CACHE_ENTRIES = 512
-
-
-@dataclass
-class Counters:
-    requests: int = 0
-    cache_hits: int = 0
-    generations: int = 0
-    generated_tokens: int = 0
-    generation_seconds: float = 0.0
-    unparseable: int = 0
-    busy: int = 0
-
-
-def _clean(text: object) -> str:
-    return _SPACE.sub(" ", str(text)).strip()
-
-
-def parse_items(text: str) -> list[dict[str, Any]]:
-    """Items from the model's JSON; from a cut-off answer, every item that was complete."""
-    try:
-        data = json.loads(text)
-        items = data.get("items") if isinstance(data, dict) else None
-        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-    except json.JSONDecodeError:
-        pass
-    start = text.find("[")
-    out: list[dict[str, Any]] = []
-    decoder = json.JSONDecoder()
-    pos = start + 1 if start >= 0 else len(text)
-    while pos < len(text):
-        nxt = text.find("{", pos)
-        if nxt < 0:
-            break
-        try:
-            obj, pos = decoder.raw_decode(text, nxt)
-        except json.JSONDecodeError:
-            break
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
 
 
 class Recommender:
@@ -103,8 +58,7 @@ class Recommender:
         self.counters = Counters()
         self._cache: dict[str, tuple[float, RecommendationResponse]] = {}
         self._waiting = 0
-        self._grammars: dict[str, Grammar] = {}
-        self._forced: Grammar | None = None
+        self.generator = Generator(engine, store, meaning, self.counters)
         self._absorbed: dict[
             str, float
         ] = {}  # family -> when its interactions last joined the catalog
@@ -112,20 +66,11 @@ class Recommender:
     def reset(self) -> None:
         """Forget cached answers and grammars (the config changed)."""
         self._cache.clear()
-        self._grammars.clear()
-        self._forced = None
+        self.generator.reset()
 
     def load_forced_grammar(self) -> None:
         """Check the config's grammar file now, so a bad one fails at start or reload."""
-        path = self.get_config().config.system.model.grammar_file
-        if path is None:
-            self._forced = None
-            return
-        try:
-            text = path.read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModelError(f"cannot read system.model.grammar_file {path}: {exc}") from exc
-        self._forced = self.engine.grammar(text)
+        self.generator.load_forced_grammar(self.get_config().config.system.model.grammar_file)
 
     def _targets(self, family_id: str, request: RecommendationRequest) -> tuple[Family, list[str]]:
         wanted = ([request.member] if request.member else []) + list(request.context.present)
@@ -228,22 +173,6 @@ class Recommender:
             update={"cached": True, "latency_ms": 0.0, "request_id": uuid.uuid4().hex[:16]}
         )
 
-    def _grammar(
-        self,
-        count: int,
-        categories: list[str],
-        ratings: list[str],
-        title_max: int,
-        description_max: int,
-    ) -> Grammar:
-        if self._forced is not None:
-            return self._forced
-        key = f"{count}|{','.join(categories)}|{','.join(ratings)}|{title_max}|{description_max}"
-        if key not in self._grammars:
-            schema = output_schema(count, categories, ratings, title_max, description_max)
-            self._grammars[key] = self.engine.grammar(schema_to_gbnf(schema))
-        return self._grammars[key]
-
     def _answer(
         self,
         loaded: LoadedConfig,
@@ -272,11 +201,11 @@ class Recommender:
         generated = dropped = 0
         usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
         if mode != "catalog":
-            items, decisions, generated, dropped, usage = self._generate(
+            items, decisions, generated, dropped, usage = self.generator.run(
                 prompt, request.count, categories, ratings, family_id, family, targets, system,
                 at, cancel, serving, rec.generation_rounds if mode == "generate" else 1,
             )  # fmt: skip
-            self._keep_generated(family_id, targets, items)
+            self.generator.keep(family, family_id, targets, items)
         if mode != "generate":
             items, more, scored, scoring_ms, refused = self._from_catalog(
                 family_id, family, targets, request, plan, system, at, cancel, serving
@@ -328,22 +257,6 @@ class Recommender:
             usage=usage.model_copy(update={"generation_ms": round(usage.generation_ms, 1)}),
             mode=mode,
         )
-
-    def _keep_generated(self, family_id: str, targets: list[str], items: list[Item]) -> None:
-        """Generated items that passed safety become the family's catalog candidates."""
-        ages = [self.get_config().config.families[family_id].members[m].age for m in targets]
-        for item in items:
-            try:
-                entry = CatalogEntry(
-                    title=item.title[:120],
-                    description=item.description[:300],
-                    category=item.category,
-                    content_rating=item.content_rating,
-                    min_age=min(ages, default=0),
-                )
-            except ValidationError:
-                continue
-            catalog.add(self.store, family_id, entry, source="generated")
 
     def _absorb(self, family_id: str) -> None:
         """What the family accepted joins its catalog (at most once a minute per family)."""
@@ -422,158 +335,3 @@ class Recommender:
             )
         refused = len({d.item.id for d in found.dropped})
         return items, decisions, len(found.candidates), seconds * 1000, refused
-
-    def _generate(
-        self,
-        prompt: str,
-        count: int,
-        categories: list[str],
-        ratings: list[str],
-        family_id: str,
-        family: Family,
-        targets: list[str],
-        system: Any,
-        at: datetime,
-        cancel: threading.Event,
-        serving: Serving,
-        rounds: int,
-    ) -> tuple[list[Item], list[dict[str, Any]], int, int, Usage]:
-        """Constrained generation rounds until ``count`` items passed safety (or ``rounds``)."""
-        rec = system.recommendations
-        per_item = token_budget(1, rec.title_max_chars, rec.description_max_chars)
-        items: list[Item] = []
-        decisions: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        generated = dropped = 0
-        usage = Usage(rounds=0, prompt_tokens=0, completion_tokens=0, generation_ms=0.0)
-        room = self.engine.n_ctx - self.engine.count_tokens(prompt) - 1
-        for round_no in range(rounds):
-            need = count - len(items)
-            if need <= 0 or cancel.is_set():
-                break
-            batch = max(1, min(need, room // per_item))
-            grammar = self._grammar(
-                batch, categories, ratings, rec.title_max_chars, rec.description_max_chars
-            )
-            seed = None if system.model.seed is None else system.model.seed + round_no
-            run = (
-                self.engine.generate_checked
-                if system.model.grammar_sampling == "checked"
-                else self.engine.generate
-            )
-            out = run(
-                prompt,
-                grammar,
-                token_budget(batch, rec.title_max_chars, rec.description_max_chars),
-                seed=seed,
-                cancel=cancel,
-                adapter=serving.adapter,
-                owner=family_id,
-            )
-            usage.rounds += 1
-            usage.prompt_tokens = out.prompt_tokens
-            usage.completion_tokens += out.completion_tokens
-            usage.generation_ms += out.seconds * 1000
-            self.counters.generations += 1
-            self.counters.generated_tokens += out.completion_tokens
-            self.counters.generation_seconds += out.seconds
-            raw = parse_items(out.text)
-            if not raw:
-                self.counters.unparseable += 1
-                log.warning(
-                    kv(
-                        "generation.unparseable",
-                        family=family_id,
-                        finish=out.finish_reason,
-                        tokens=out.completion_tokens,
-                    )
-                )
-            meaning = self.meaning()
-            if (
-                meaning is not None and raw
-            ):  # one batch for the topic model; _vet then hits its cache
-                meaning.flags(
-                    [
-                        f"{_clean(c.get('title', ''))}. {_clean(c.get('description', ''))}"
-                        for c in raw
-                    ]
-                )
-            for candidate in raw:
-                generated += 1
-                item, why = self._vet(candidate, family, targets, system, at, seen)
-                if item is None:
-                    # Duplicates and incomplete items are discarded; only rule breaks count as drops.
-                    safety_drop = why[0][0] not in QUALITY_RULES
-                    dropped += safety_drop
-                    for rule, member, message in why:
-                        decisions.append(
-                            {
-                                "event": "item_dropped" if safety_drop else "item_discarded",
-                                "rule": rule,
-                                "member": member,
-                                "detail": {
-                                    "title": _clean(candidate.get("title", ""))[:120],
-                                    "message": message,
-                                },
-                            }
-                        )
-                    continue
-                if len(items) < count:
-                    items.append(item)
-                    decisions.append(
-                        {
-                            "event": "item_served",
-                            "detail": {
-                                "title": item.title,
-                                "category": item.category,
-                                "content_rating": item.content_rating,
-                            },
-                        }
-                    )
-        return items, decisions, generated, dropped, usage
-
-    def _vet(
-        self,
-        candidate: dict[str, Any],
-        family: Family,
-        targets: list[str],
-        system: Any,
-        at: datetime,
-        seen: set[str],
-    ) -> tuple[Item | None, list[tuple[str, str | None, str]]]:
-        """The item if it may be served, else the rules it broke (rule, member, message)."""
-        title = _clean(candidate.get("title", ""))
-        description = _clean(candidate.get("description", ""))
-        category = _clean(candidate.get("category", ""))
-        rating = _clean(candidate.get("content_rating", ""))
-        if len(title) < 3 or len(description) < 3 or not category:
-            return None, [("malformed", None, "the model wrote an incomplete item")]
-        if title.casefold() in seen:
-            return None, [("duplicate", None, "the same title was already suggested")]
-        meaning = self.meaning()
-        violations = check_item(
-            title=title,
-            description=description,
-            category=category,
-            content_rating=rating,
-            family=family,
-            members=targets,
-            settings=system.safety,
-            at=at,
-            meaning=meaning,
-        )
-        if violations:
-            return None, [(v.rule, v.member, v.message) for v in violations]
-        seen.add(title.casefold())
-        text = f"{title}. {description}"
-        reading = meaning.flags([text])[0] if meaning is not None else None
-        return Item(
-            title=title,
-            description=description,
-            category=category,
-            content_rating=estimated_rating(
-                text, rating, reading
-            ),  # never lower than the box's own
-            for_members=list(targets),
-            reason=_clean(candidate.get("reason", "")),
-        ), []

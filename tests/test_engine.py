@@ -10,8 +10,8 @@ import pytest
 from insan_edge.config.system import ModelSettings
 from insan_edge.engine import Engine, schema_to_gbnf
 from insan_edge.errors import ModelError
+from insan_edge.generation import parse_items
 from insan_edge.prompts import output_schema, token_budget
-from insan_edge.recommender import parse_items
 
 
 @pytest.fixture(scope="module")
