@@ -90,21 +90,6 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return gbnf.replace(_LOOSE_CHAR, _JSON_CHAR)
 
 
-def _block_count(model_path: Path) -> int | None:
-    """The GGUF's layer count, read with the vocabulary only (no weights loaded)."""
-    import llama_cpp
-
-    llamacpp.load()  # before any model is loaded (see that module)
-    try:
-        probe = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError, OSError):
-        return None
-    meta = probe.metadata
-    probe.close()
-    count = meta.get(f"{meta.get('general.architecture', '')}.block_count")
-    return int(count) if count and str(count).isdigit() else None
-
-
 def _placement(model_path: Path, settings: ModelSettings, offload: bool) -> Placement:
     """Where the model runs (devices.serving_layers on this machine), logged when not asked."""
     import psutil
@@ -118,7 +103,7 @@ def _placement(model_path: Path, settings: ModelSettings, offload: bool) -> Plac
         offload=offload,
         model_mb=model_mb,
         free_mb=psutil.virtual_memory().available / 2**20,
-        block_count=lambda: _block_count(model_path),
+        block_count=lambda: llamacpp.block_count(model_path),
     )
     if placement.device == "cpu" and settings.n_gpu_layers != 0:
         log.warning(kv("model.cpu_fallback", asked=settings.n_gpu_layers, why=placement.reason))
@@ -221,12 +206,7 @@ class Engine:
         with self._lock:
             self._use_adapter(adapter)
             self._claim(owner, adapter)
-            prompt_tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True)
-            room = self.n_ctx - len(prompt_tokens) - 1
-            if room < 16:
-                raise ModelError(
-                    f"the prompt ({len(prompt_tokens)} tokens) leaves no room in the model's context ({self.n_ctx})"
-                )
+            prompt_tokens, room = self._prompt_tokens(prompt)
             result: Any = self._llm.create_completion(
                 prompt_tokens,
                 max_tokens=min(max_tokens, room),
@@ -266,9 +246,7 @@ class Engine:
         The same settings and stopping rules; the grammar is applied to the whole vocabulary
         only at the steps where the freely sampled token does not fit it.
         """
-        import llama_cpp
-
-        from insan_edge.engine_sampling import GrammarSampler
+        from insan_edge.engine_sampling import generate_checked
 
         s = self.settings
         started = time.monotonic()
@@ -276,36 +254,13 @@ class Engine:
             self._use_adapter(adapter)
             self._claim(owner, adapter)
             llm = self._llm
-            toks = llm.tokenize(prompt.encode("utf-8"), add_bos=True)
-            room = self.n_ctx - len(toks) - 1
-            if room < 16:
-                raise ModelError(
-                    f"the prompt ({len(toks)} tokens) leaves no room in the model's context ({self.n_ctx})"
-                )
+            toks, room = self._prompt_tokens(prompt)
             self._eval_prompt(toks)
-            sampler = GrammarSampler(llm, grammar.gbnf, s, seed if seed is not None else s.seed)
-            out: list[int] = []
-            finish = "length"
-            vocab = llm._model.vocab
-            import numpy as np
-
-            try:
-                while len(out) < min(max_tokens, room):
-                    if self._abort.is_set() or (cancel is not None and cancel.is_set()):
-                        finish = "cancelled"
-                        break
-                    logits = np.ctypeslib.as_array(
-                        llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(sampler.n_vocab,)
-                    )
-                    token = sampler.sample(logits)
-                    if token is None or llama_cpp.llama_vocab_is_eog(vocab, token):
-                        finish = "stop"
-                        break
-                    out.append(token)
-                    llm.eval([token])
-            finally:
-                resampled = sampler.resampled
-                sampler.close()
+            out, finish, resampled = generate_checked(
+                llm, grammar.gbnf, s, seed if seed is not None else s.seed,
+                min(max_tokens, room),
+                lambda: self._abort.is_set() or (cancel is not None and cancel.is_set()),
+            )  # fmt: skip
             text = llm.detokenize(out).decode("utf-8", errors="replace")
         log.debug(kv("generation.checked", tokens=len(out), resampled=resampled))
         return Generation(
@@ -315,6 +270,17 @@ class Engine:
             seconds=time.monotonic() - started,
             finish_reason=finish,
         )
+
+    def _prompt_tokens(self, prompt: str) -> tuple[list[int], int]:
+        """The prompt's tokens (BOS first) and how many may follow it in the context; a prompt
+        that leaves fewer than 16 is refused. The caller holds the lock."""
+        toks = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True)
+        room = self.n_ctx - len(toks) - 1
+        if room < 16:
+            raise ModelError(
+                f"the prompt ({len(toks)} tokens) leaves no room in the model's context ({self.n_ctx})"
+            )
+        return toks, room
 
     def _eval_prompt(self, toks: list[int]) -> int:
         """Evaluate the prompt ``toks``, reusing the prefix of it the context already holds (the

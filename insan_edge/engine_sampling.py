@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -105,3 +106,35 @@ class GrammarSampler:
     def close(self) -> None:
         self._l.llama_sampler_free(self.chain)
         self._l.llama_sampler_free(self.grammar)
+
+
+def generate_checked(
+    llm: Any, gbnf: str, settings: Any, seed: int | None, limit: int, stopped: Callable[[], bool]
+) -> tuple[list[int], str, int]:
+    """Up to ``limit`` tokens after the prompt ``llm`` has just evaluated: (tokens, finish
+    reason, how many steps resampled under the grammar). ``stopped()`` is asked before each."""
+    import llama_cpp
+    import numpy as np
+
+    sampler = GrammarSampler(llm, gbnf, settings, seed)
+    out: list[int] = []
+    finish = "length"
+    vocab = llm._model.vocab
+    try:
+        while len(out) < limit:
+            if stopped():
+                finish = "cancelled"
+                break
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(sampler.n_vocab,)
+            )
+            token = sampler.sample(logits)
+            if token is None or llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            out.append(token)
+            llm.eval([token])
+    finally:
+        resampled = sampler.resampled
+        sampler.close()
+    return out, finish, resampled

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -52,3 +53,16 @@ def load() -> ModuleType:
             log.info(kv("llama.extra_buffers_off", why="amx_with_lora_segfaults"))
         _module = llama_cpp
         return llama_cpp
+
+
+def block_count(model_path: Path) -> int | None:
+    """The GGUF's layer count, read with the vocabulary only (no weights loaded)."""
+    llama_cpp = load()  # before any model is loaded
+    try:
+        probe = llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError):
+        return None
+    meta = probe.metadata
+    probe.close()
+    count = meta.get(f"{meta.get('general.architecture', '')}.block_count")
+    return int(count) if count and str(count).isdigit() else None
