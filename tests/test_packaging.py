@@ -73,7 +73,12 @@ def size_mib(value: str) -> float:
 
 
 def run(cmd: list[str], cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+    # Without the caller's PYTHONPATH: an installed venv must find its own package, never the
+    # checkout a developer's shell may point at.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, cwd=cwd, check=False, env=env
+    )
 
 
 # --- the unit itself --------------------------------------------------------------------------
