@@ -77,12 +77,12 @@ def test_demo_family_gets_parseable_safety_checked_recommendations(daemon_factor
 def test_text_fields_cannot_spell_any_control_token(tmp_path):  # type: ignore[no-untyped-def]
     """Gemma's control and unused tokens ('<start_of_image>', '<unused0>') all contain a character
     that text fields forbid, so the grammar alone keeps them out of answers."""
-    import llama_cpp
-
+    from insan_edge import llamacpp
     from insan_edge.modelfiles import ensure_embedded
     from insan_edge.prompts import TEXT_CHAR
 
     allowed = re.compile(TEXT_CHAR)
+    llama_cpp = llamacpp.load()  # as the engine loads it
     llm = llama_cpp.Llama(model_path=str(ensure_embedded(tmp_path).path), n_ctx=64, verbose=False)
     vocab = llm._model.vocab
     mask = (

@@ -12,6 +12,8 @@ from llama_cpp import Llama
 from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 from tinymodel import BOS_ID, EOS_ID, SPACE, build_tiny_gguf, tiny_vocab
 
+from insan_edge import llamacpp
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -35,6 +37,7 @@ SCHEMA: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def llm(tiny_model_path: pathlib.Path) -> Iterator[Llama]:
+    llamacpp.load()  # as the engine loads it: its model defaults first (see that module)
     model = Llama(model_path=str(tiny_model_path), n_ctx=512, verbose=False)
     yield model
     model.close()
