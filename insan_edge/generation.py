@@ -28,7 +28,7 @@ from insan_edge.engine import Engine, Grammar, schema_to_gbnf
 from insan_edge.errors import ModelError
 from insan_edge.logs import kv
 from insan_edge.prompts import output_schema, token_budget
-from insan_edge.safety import Meaning, check_item, estimated_rating
+from insan_edge.safety import Meaning, assess
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.generation")
@@ -268,30 +268,18 @@ class Generator:
             return None, [("malformed", None, "the model wrote an incomplete item")]
         if title.casefold() in seen:
             return None, [("duplicate", None, "the same title was already suggested")]
-        meaning = self.meaning()
-        violations = check_item(
-            title=title,
-            description=description,
-            category=category,
-            content_rating=rating,
-            family=family,
-            members=targets,
-            settings=system.safety,
-            at=at,
-            meaning=meaning,
-        )
-        if violations:
-            return None, [(v.rule, v.member, v.message) for v in violations]
+        found = assess(
+            title=title, description=description, category=category, content_rating=rating,
+            family=family, members=targets, settings=system.safety, at=at, meaning=self.meaning(),
+        )  # fmt: skip
+        if not found.allowed:
+            return None, [(v.rule, v.member, v.message) for v in found.violations if v.blocks]
         seen.add(title.casefold())
-        text = f"{title}. {description}"
-        reading = meaning.flags([text])[0] if meaning is not None else None
         return Item(
             title=title,
             description=description,
             category=category,
-            content_rating=estimated_rating(
-                text, rating, reading
-            ),  # never lower than the box's own
+            content_rating=found.rating,  # the box's estimate: never lower than the model wrote
             for_members=list(targets),
             reason=_clean(candidate.get("reason", "")),
         ), []

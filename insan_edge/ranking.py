@@ -8,7 +8,8 @@ once per request and every candidate after it (``Engine.score``).
 Filters run cheapest first: category (time windows and the family's categories), rating (the
 strictest target member's limit), age range (every target member), recently shown; then a
 word-overlap relevance to the members' interests and the situation keeps the best
-``candidates``; ``check_item`` (keywords and meaning) judges those, and only those are scored.
+``candidates``; ``judge`` (``safety.assess``: keywords, meaning, titles) judges those, and only
+those are scored.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from insan_edge.config.system import SafetySettings
 from insan_edge.contracts import RequestContext
 from insan_edge.engine import Adapter, Engine
 from insan_edge.prompts import ANSWER_PREFIX, PromptPlan, title_target
-from insan_edge.safety import Meaning, check_item
+from insan_edge.safety import Assessment, Meaning, assess
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
@@ -123,22 +124,15 @@ def shortlist(
     while len(out) < size and at_ < len(pool):
         chunk = pool[at_ : at_ + batch]
         at_ += batch
-        if meaning is not None:  # one batch for the topic model; check_item then hits its cache
+        if meaning is not None:  # one batch for the topic model; judge then hits its cache
             meaning.flags([_safety_text(c[2]) for c in chunk])
         for relevance, _tie, item, hits in chunk:
             if len(out) >= size:
                 break
-            violations = check_item(
-                title=item.title,
-                description=_safety_text(item).removeprefix(f"{item.title}. "),
-                category=item.category,
-                content_rating=item.content_rating,
-                family=family,
-                members=list(targets),
-                settings=safety,
-                at=at,
-                meaning=meaning,
+            found = judge(
+                item, family=family, targets=targets, safety=safety, at=at, meaning=meaning
             )
+            violations = [v for v in found.violations if v.blocks]
             if violations:
                 dropped.extend(Dropped(item, v.rule, v.member, v.message) for v in violations)
                 continue
@@ -150,6 +144,23 @@ def _safety_text(item: CatalogItem) -> str:
     """Title, description and topic tags: what safety reads (tags name topics too)."""
     tags = f" Topics: {', '.join(item.topics)}." if item.topics else ""
     return f"{item.title}. {item.description}{tags}"
+
+
+def judge(
+    item: CatalogItem,
+    *,
+    family: Family,
+    targets: Sequence[str],
+    safety: SafetySettings,
+    at: datetime,
+    meaning: Meaning | None,
+) -> Assessment:
+    """``safety.assess`` of a catalog item as the shortlist reads it (with its topic tags)."""
+    return assess(
+        title=item.title, description=_safety_text(item).removeprefix(f"{item.title}. "),
+        category=item.category, content_rating=item.content_rating, family=family,
+        members=list(targets), settings=safety, at=at, meaning=meaning,
+    )  # fmt: skip
 
 
 def _reason(item: CatalogItem, hits: list[str], targets: Sequence[str], family: Family) -> str:

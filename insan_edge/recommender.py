@@ -32,7 +32,7 @@ from insan_edge.errors import (
 from insan_edge.generation import Counters, Generator
 from insan_edge.logs import kv
 from insan_edge.prompts import PromptPlan, plan_prompt
-from insan_edge.safety import Meaning, allowed_categories, check_item, estimated_rating
+from insan_edge.safety import Meaning, allowed_categories, check_item
 from insan_edge.store import Store
 
 log = logging.getLogger("insan_edge.recommender")
@@ -309,13 +309,20 @@ class Recommender:
         ]
         items: list[Item] = []
         for r in ranked:
-            reading = meaning.flags([r.item.text()])[0] if meaning is not None else None
             items.append(
                 Item(
                     title=r.item.title,
                     description=r.item.description,
                     category=r.item.category,
-                    content_rating=estimated_rating(r.item.text(), r.item.content_rating, reading),
+                    # The box's estimate, as the check reports it (words, meaning, title table).
+                    content_rating=ranking.judge(
+                        r.item,
+                        family=family,
+                        targets=targets,
+                        safety=system.safety,
+                        at=at,
+                        meaning=meaning,
+                    ).rating,
                     for_members=list(targets),
                     reason=r.reason,
                     source="catalog",

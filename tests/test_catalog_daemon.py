@@ -55,3 +55,27 @@ def test_catalog_mode_serves_safe_ranked_catalog_items(daemon_factory, tiny_mode
     assert mixed["mode"] == "mixed" and len(mixed["items"]) == 2
     assert mixed["usage"]["rounds"] == 1 and mixed["usage"]["scored"] >= 2
     assert all(i["source"] == "catalog" and i["content_rating"] == "G" for i in mixed["items"])
+
+
+def test_catalog_items_are_served_with_the_rating_the_check_reports(
+    daemon_factory, tiny_model_path, tmp_path
+):  # type: ignore[no-untyped-def]
+    cfg = family_config(
+        tiny_model_path, tmp_path / "s", tmp_path / "x.sock",
+        recommendations={"mode": "catalog", "catalog_candidates": 10, "cache_seconds": 0},
+    )  # fmt: skip
+    # Claimed G by the parent who added it; known by name as an 8+ book (PG), which kim may have.
+    book = {"title": "Charlotte's Web", "description": "A story about a pig on a farm.",
+            "category": "book", "min_age": 6, "max_age": 12}  # fmt: skip
+    cfg["families"]["testfam"]["catalog"] = [book]
+    cfg["families"]["testfam"]["members"]["kim"]["safety_level"] = "moderate"  # 8: a PG limit
+    d = daemon_factory(cfg)
+    context = {"at": "2026-06-02T15:00:00", "activity": "pig farm"}
+    answer = d.client.recommend("testfam", {"member": "kim", "count": 10, "context": context})
+    served = {i["title"]: i["content_rating"] for i in answer["items"]}
+    [verdict] = d.client.request(
+        "POST", "/v1/families/testfam/check",
+        {"member": "kim", "context": context, "items": [{"title": book["title"], "description": book["description"], "kind": "book", "content_rating": "G"}]},
+    )["results"]  # fmt: skip
+    assert verdict["allowed"] and verdict["rating"] == "PG", verdict
+    assert served["Charlotte's Web"] == "PG"

@@ -30,6 +30,9 @@ SAME = [
      "category": "show", "content_rating": "G", "reason": "relaxing"},
     {"title": "Knights and castles colouring", "description": "Colour in a castle with knights.",
      "category": "craft", "content_rating": "G", "reason": "drawing"},
+    # Known by name (an 8+ book: PG): the model's "G" is not what the box serves or reports.
+    {"title": "Charlotte's Web", "description": "A story about a pig on a farm and his friends.",
+     "category": "book", "content_rating": "G", "reason": "reading"},
 ]  # fmt: skip
 
 
@@ -183,14 +186,16 @@ def test_unknown_family_huge_body_and_bad_json(daemon: RunningDaemon) -> None:
 
 
 def test_check_and_recommendations_give_the_same_verdicts(daemon: RunningDaemon) -> None:
-    ask = {"member": "kim", "count": 5, "context": {"at": EVENING}}
+    ask = {"member": "kim", "count": 6, "context": {"at": EVENING}}
     answer = daemon.client.recommend("testfam", ask)
-    served = {i["title"] for i in answer["items"]}
+    served = {i["title"]: i["content_rating"] for i in answer["items"]}
     items = [{"title": i["title"], "description": i["description"], "kind": i["category"],
               "content_rating": i["content_rating"]} for i in SAME]  # fmt: skip
     verdicts = check(daemon, items, context={"at": EVENING})
-    assert {i["title"] for i, v in zip(SAME, verdicts, strict=True) if v["allowed"]} == served
-    assert served == {"Knights and castles colouring"}
+    # The same verdicts, and the same rating: the box's own estimate in both answers.
+    allowed = {i["title"]: v["rating"] for i, v in zip(SAME, verdicts, strict=True) if v["allowed"]}
+    assert allowed == served
+    assert served == {"Knights and castles colouring": "G", "Charlotte's Web": "PG"}
 
 
 def test_blocked_items_are_audited_scrubbed_counted_and_shown(daemon: RunningDaemon) -> None:
