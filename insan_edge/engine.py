@@ -246,7 +246,7 @@ class Engine:
         The same settings and stopping rules; the grammar is applied to the whole vocabulary
         only at the steps where the freely sampled token does not fit it.
         """
-        from insan_edge.engine_sampling import generate_checked
+        from insan_edge.engine_sampling import decode_checked
 
         s = self.settings
         started = time.monotonic()
@@ -256,7 +256,7 @@ class Engine:
             llm = self._llm
             toks, room = self._prompt_tokens(prompt)
             self._eval_prompt(toks)
-            out, finish, resampled = generate_checked(
+            out, finish, resampled = decode_checked(
                 llm, grammar.gbnf, s, seed if seed is not None else s.seed,
                 min(max_tokens, room),
                 lambda: self._abort.is_set() or (cancel is not None and cancel.is_set()),

@@ -108,7 +108,7 @@ class GrammarSampler:
         self._l.llama_sampler_free(self.grammar)
 
 
-def generate_checked(
+def decode_checked(
     llm: Any, gbnf: str, settings: Any, seed: int | None, limit: int, stopped: Callable[[], bool]
 ) -> tuple[list[int], str, int]:
     """Up to ``limit`` tokens after the prompt ``llm`` has just evaluated: (tokens, finish

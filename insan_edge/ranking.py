@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +65,7 @@ class Shortlist:
     candidates: list[tuple[CatalogItem, int, list[str]]]  # item, relevance, what it matched
     dropped: list[Dropped]  # safety refusals among the shortlisted (audited)
     considered: int
+    ratings: dict[int, str] = field(default_factory=dict)  # item id -> the box's rating of it
 
 
 def _interest_words(
@@ -119,6 +120,7 @@ def shortlist(
     pool.sort(key=lambda p: (-p[0], p[1]))
     out: list[tuple[CatalogItem, int, list[str]]] = []
     dropped: list[Dropped] = []
+    rated: dict[int, str] = {}
     batch = 2 * size
     at_ = 0
     while len(out) < size and at_ < len(pool):
@@ -137,7 +139,8 @@ def shortlist(
                 dropped.extend(Dropped(item, v.rule, v.member, v.message) for v in violations)
                 continue
             out.append((item, relevance, hits))
-    return Shortlist(out, dropped, len(pool))
+            rated[item.id] = found.rating
+    return Shortlist(out, dropped, len(pool), rated)
 
 
 def _safety_text(item: CatalogItem) -> str:

@@ -315,14 +315,7 @@ class Recommender:
                     description=r.item.description,
                     category=r.item.category,
                     # The box's estimate, as the check reports it (words, meaning, title table).
-                    content_rating=ranking.judge(
-                        r.item,
-                        family=family,
-                        targets=targets,
-                        safety=system.safety,
-                        at=at,
-                        meaning=meaning,
-                    ).rating,
+                    content_rating=found.ratings[r.item.id],
                     for_members=list(targets),
                     reason=r.reason,
                     source="catalog",
