@@ -1,8 +1,9 @@
 """The check on a labelled file (tests/data/check_labelled.jsonl, separate from the topic set)
 for an 8-year-old with violence blocked and a PG limit. Floors sit just under what was measured
 (scripts/measure_check.py prints the table); the issue's targets (97% blocked, 5% over-blocked)
-are met for blocking but NOT for over-blocking: 7 of 88 harmless items are blocked (card games,
-bingo and checkers read as gambling, a ghost crab and a gingerbread haunted house as horror)."""
+are met for blocking but NOT for over-blocking: 6 of 88 harmless items are blocked (water games
+and a fire station visit read as weapons, bingo as gambling, a gingerbread haunted house as
+horror, The Gruffalo and Kung Fu Panda as violence by the words of their titles)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from insan_edge.topic_model import Embedder, ensure_model
 from insan_edge.topics import BUILTIN, TopicIndex, load_calibration
 
 DATA = Path(__file__).parent / "data" / "check_labelled.jsonl"
-# Measured 2026-12-02 (topic model with labelled examples): keywords 51.7% / 8.0%,
-# + topic model 83.9% / 11.4%, + titles 100% / 8.0%.
-FLOORS = {"keywords": (0.50, 0.09), "model": (0.81, 0.13), "all": (0.97, 0.09)}
+# Measured 2026-12-03 (the topic model with 642 labelled examples): keywords 51.7% / 8.0%,
+# + topic model 88.5% / 8.0%, + titles 100% / 6.8% (with 328 examples: 83.9% / 11.4%, 100% / 8.0%).
+FLOORS = {"keywords": (0.50, 0.09), "model": (0.86, 0.09), "all": (0.97, 0.08)}
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,17 @@ DATA = Path(__file__).parent / "data" / "topics.jsonl"
 # but a real regression does.
 # Measured (keywords+model, phrases and the fitting half as labelled examples, held-out):
 # precision / recall
-#   violence 0.72/0.62, sexual content 0.89/1.00, self-harm 0.67/0.78, drugs and alcohol 0.84/0.81,
-#   gambling 0.78/0.91, horror 0.70/0.88, weapons 0.89/0.82, hate 0.89/0.96
+#   violence 0.72/0.69, sexual content 0.86/0.79, self-harm 0.59/0.76, drugs and alcohol 0.75/0.83,
+#   gambling 0.86/0.80, horror 0.75/0.87, weapons 0.78/0.85, hate 0.88/0.86
+# (on the 642 held-out lines of the 1284-line set; the first 328 of them, the old held-out half,
+# went from F1 0.805 to 0.824 when the fitting half grew from 328 to 642 lines)
 # (phrases alone, before the examples: all topics 0.71/0.61, violence 0.56/0.46)
 # Keywords alone: recall 0.17 to 0.35 per topic. The model's output is deterministic; the floors
 # sit 0.05 under the measurement.
 MEASURED = {
-    "violence": (0.72, 0.62), "sexual content": (0.89, 1.00), "self-harm": (0.67, 0.78),
-    "drugs and alcohol": (0.84, 0.81), "gambling": (0.78, 0.91), "horror": (0.70, 0.88),
-    "weapons": (0.89, 0.82), "hate": (0.89, 0.96),
+    "violence": (0.72, 0.69), "sexual content": (0.86, 0.79), "self-harm": (0.59, 0.76),
+    "drugs and alcohol": (0.75, 0.83), "gambling": (0.86, 0.80), "horror": (0.75, 0.87),
+    "weapons": (0.78, 0.85), "hate": (0.88, 0.86),
 }  # fmt: skip
 PRECISION_FLOOR = {t: p - 0.05 for t, (p, _) in MEASURED.items()}
 RECALL_FLOOR = {t: r - 0.05 for t, (_, r) in MEASURED.items()}
@@ -77,9 +79,9 @@ def test_precision_and_recall_per_topic_hold_their_floors(index: TopicIndex) -> 
     everything = result["_all"]
     assert everything["keywords+model"]["recall"] > everything["keywords"]["recall"] + 0.3
     assert everything["keywords+model"]["precision"] >= everything["keywords"]["precision"] - 0.02
-    assert everything["keywords+model"]["f1"] >= 0.77  # measured 0.805 (phrases alone: 0.66)
-    # Hard negatives (harmless, with risky words): 21 of 104 flagged by keywords, 19 with the model.
-    assert everything["hard_negatives_flagged"] <= 22
+    assert everything["keywords+model"]["f1"] >= 0.75  # measured 0.776 (phrases alone: 0.66)
+    # Hard negatives (harmless, with risky words): 33 of 211 flagged by keywords, 34 with the model.
+    assert everything["hard_negatives_flagged"] <= 37
 
 
 def test_the_shipped_examples_are_the_fitting_half_only() -> None:
