@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from insan_edge.config.family import RATINGS, Family
+from insan_edge.config.family import CATEGORIES, RATINGS, Family
 from insan_edge.config.system import SafetySettings
 from insan_edge.contracts import RequestContext
 from insan_edge.safety import allowed_categories, member_rating_limit, ratings_within
@@ -96,6 +96,16 @@ def plan_prompt(
     categories = allowed_categories(family, members, at)
     prompt = build_prompt(family, members, context, limits, recent, categories)
     return PromptPlan(prompt, limits, categories, ratings_within(limits.values()))
+
+
+def reference_prompt(family: Family, safety: SafetySettings) -> str:
+    """The family's prompt with no situation: every member, the family's categories, nothing
+    recently enjoyed. ``lift`` scoring subtracts a title's log-likelihood after it, so what is
+    left is how much the situation raises the title, not how common its words are."""
+    members = list(family.members)
+    limits = {m: member_rating_limit(family.members[m], family, safety) for m in members}
+    categories = family.preferences.content_categories or list(CATEGORIES)
+    return build_prompt(family, members, RequestContext(), limits, [], categories)
 
 
 # How an answer starts, as the output grammar allows it (one space after ':' and ',').

@@ -15,7 +15,9 @@ those are scored.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +28,7 @@ from insan_edge.config.family import Family
 from insan_edge.config.system import SafetySettings
 from insan_edge.contracts import RequestContext
 from insan_edge.engine import Adapter, Engine
+from insan_edge.kept import Kept
 from insan_edge.prompts import ANSWER_PREFIX, PromptPlan, title_target
 from insan_edge.safety import Assessment, Meaning, assess
 
@@ -177,6 +180,43 @@ def _reason(item: CatalogItem, hits: list[str], targets: Sequence[str], family: 
     return f"{text} ({ages})."[:100]
 
 
+# (adapter file, reference prompt digest, continuation) -> log-likelihood
+ReferenceKept = Kept[tuple[str, str, str], float]
+
+
+def reference_scores(
+    engine: Engine,
+    prompt: str,
+    continuations: Sequence[str],
+    *,
+    adapter: Adapter | None,
+    owner: str,
+    kept: ReferenceKept,
+    cancel: Any = None,
+) -> list[float]:
+    """Log-likelihood of each continuation after ``prompt + ANSWER_PREFIX``, each (adapter,
+    prompt, continuation) scored once and then kept: the reference prompt repeats across
+    requests, so after a family's first few requests this costs nothing. Keyed by the adapter's
+    file, so one adapter's numbers never serve another."""
+    tag = f"{adapter.key}|{adapter.path}" if adapter else ""
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    keys = [(tag, digest, c) for c in continuations]
+    found = kept.found(keys)
+    missing = [k[2] for k in dict.fromkeys(keys) if k not in found]
+    if missing:
+        fresh = engine.score(
+            prompt + ANSWER_PREFIX, missing, adapter=adapter, owner=owner, cancel=cancel
+        )
+        new = {
+            (tag, digest, c): lp
+            for c, lp in zip(missing, fresh.logprobs, strict=True)
+            if lp != float("-inf")  # cancelled: never kept
+        }
+        kept.keep(new)
+        found.update(new)
+    return [found.get(k, float("-inf")) for k in keys]
+
+
 def rank(
     engine: Engine,
     short: Shortlist,
@@ -188,20 +228,33 @@ def rank(
     adapter: Adapter | None,
     owner: str,
     cancel: Any = None,
+    reference: tuple[str, ReferenceKept] | None = None,
 ) -> tuple[list[Ranked], float]:
-    """The ``count`` best shortlisted items by the family model, and the scoring seconds."""
+    """The ``count`` best shortlisted items by the family model, and the scoring seconds.
+
+    With ``reference`` (a prompt and where its scores are kept: ``lift`` scoring), each item's
+    score is its log-likelihood after ``plan``'s prompt minus that after the reference prompt.
+    """
     if not short.candidates:
         return [], 0.0
+    started = time.monotonic()
+    targets_ = [title_target(c[0].title) for c in short.candidates]
     scores = engine.score(
-        plan.prompt + ANSWER_PREFIX,
-        [title_target(c[0].title) for c in short.candidates],
-        adapter=adapter,
-        owner=owner,
-        cancel=cancel,
+        plan.prompt + ANSWER_PREFIX, targets_, adapter=adapter, owner=owner, cancel=cancel
     )
+    logprobs = scores.logprobs
+    if reference is not None:
+        prompt, kept = reference
+        base = reference_scores(
+            engine, prompt, targets_, adapter=adapter, owner=owner, kept=kept, cancel=cancel
+        )
+        logprobs = [
+            lp - ref if math.isfinite(lp) and math.isfinite(ref) else -math.inf
+            for lp, ref in zip(logprobs, base, strict=True)
+        ]
     ranked = [
         Ranked(item, lp, relevance, _reason(item, hits, targets, family))
-        for (item, relevance, hits), lp in zip(short.candidates, scores.logprobs, strict=True)
+        for (item, relevance, hits), lp in zip(short.candidates, logprobs, strict=True)
     ]
     ranked.sort(key=lambda r: -r.logprob)
-    return ranked[:count], scores.seconds
+    return ranked[:count], time.monotonic() - started

@@ -30,8 +30,9 @@ from insan_edge.errors import (
     BusyError,
 )
 from insan_edge.generation import Counters, Generator
+from insan_edge.kept import Kept
 from insan_edge.logs import kv
-from insan_edge.prompts import PromptPlan, plan_prompt
+from insan_edge.prompts import PromptPlan, plan_prompt, reference_prompt
 from insan_edge.safety import Meaning, allowed_categories, check_item
 from insan_edge.store import Store
 
@@ -59,6 +60,8 @@ class Recommender:
         self._cache: dict[str, tuple[float, RecommendationResponse]] = {}
         self._waiting = 0
         self.generator = Generator(engine, store, meaning, self.counters)
+        # lift scoring: each title's score after a family's reference prompt, per adapter file
+        self.reference: ranking.ReferenceKept = Kept(4096)
         self._absorbed: dict[
             str, float
         ] = {}  # family -> when its interactions last joined the catalog
@@ -294,9 +297,13 @@ class Recommender:
         found = short(recent)
         if len(found.candidates) < request.count and recent:
             found = short(set())  # everything suitable was shown lately: repeat rather than fail
+        reference = None
+        if rec.scoring == "lift":  # no recently enjoyed titles, against the family's own prompt
+            plan = plan_prompt(family, targets, request.context, system.safety, [], at)
+            reference = (reference_prompt(family, system.safety), self.reference)
         ranked, seconds = ranking.rank(
             self.engine, found, plan=plan, family=family, targets=targets, count=request.count,
-            adapter=serving.adapter, owner=family_id, cancel=cancel,
+            adapter=serving.adapter, owner=family_id, cancel=cancel, reference=reference,
         )  # fmt: skip
         decisions: list[dict[str, Any]] = [
             {

@@ -30,7 +30,7 @@ from insan_edge.catalog import CatalogItem
 from insan_edge.config import Config
 from insan_edge.contracts import RequestContext
 from insan_edge.engine import Adapter, Engine
-from insan_edge.prompts import plan_prompt
+from insan_edge.prompts import plan_prompt, reference_prompt
 
 TOP = 3
 
@@ -83,22 +83,27 @@ def model_hits(
     family_id: str,
     recent: Callable[[Sequence[str], int], list[str]],
     held: Sequence[Session],
+    scoring: str = "likelihood",
 ) -> float:
     """Share of sessions whose accepted title the model ranks in the top 3 of its pool;
-    ``recent(members, limit)`` is what the store says they enjoyed lately."""
+    ``recent(members, limit)`` is what the store says they enjoyed lately. ``scoring`` as
+    ``system.recommendations.scoring`` (lift: no recent titles, minus the reference prompt)."""
     family = config.families[family_id]
-    limit = config.system.recommendations.recent_examples
+    limit = config.system.recommendations.recent_examples if scoring == "likelihood" else 0
+    reference = None
+    if scoring == "lift":
+        reference = (reference_prompt(family, config.system.safety), ranking.ReferenceKept(4096))
     hits = 0
     for s in held:
         members = list(dict.fromkeys([s.member, *s.context["present"]]))
         plan = plan_prompt(
             family, members, RequestContext(**s.context), config.system.safety,
-            recent(members, limit), _local(s.ts),
+            recent(members, limit) if limit else [], _local(s.ts),
         )  # fmt: skip
         short = ranking.Shortlist([(_item(i, t), 0, []) for i, t in enumerate(s.pool)], [], 0)
         top, _ = ranking.rank(
             engine, short, plan=plan, family=family, targets=members, count=TOP,
-            adapter=adapter, owner=family_id,
+            adapter=adapter, owner=family_id, reference=reference,
         )  # fmt: skip
         hits += s.accepted in {r.item.title for r in top}
     return hits / len(held)

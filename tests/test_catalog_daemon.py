@@ -79,3 +79,49 @@ def test_catalog_items_are_served_with_the_rating_the_check_reports(
     )["results"]  # fmt: skip
     assert verdict["allowed"] and verdict["rating"] == "PG", verdict
     assert served["Charlotte's Web"] == "PG"
+
+
+def test_lift_scoring_serves_the_rise_over_the_familys_reference_prompt(
+    daemon_factory, tiny_model_path, tmp_path
+):  # type: ignore[no-untyped-def]
+    """``scoring: lift``: each served item's score is its log-likelihood after the request's
+    prompt (no recently enjoyed titles) minus that after the family's reference prompt, as
+    computed here by a separate engine on the same model."""
+    from datetime import datetime
+
+    import numpy as np
+    import yaml
+
+    from insan_edge.config import parse_config
+    from insan_edge.config.system import ModelSettings
+    from insan_edge.contracts import RequestContext
+    from insan_edge.engine import Engine
+    from insan_edge.prompts import ANSWER_PREFIX, plan_prompt, reference_prompt, title_target
+
+    cfg = family_config(
+        tiny_model_path, tmp_path / "s", tmp_path / "x.sock",
+        recommendations={"mode": "catalog", "catalog_candidates": 8, "cache_seconds": 0,
+                         "scoring": "lift"},
+    )  # fmt: skip
+    d = daemon_factory(cfg)
+    context = {"at": "2026-06-02T15:00:00", "activity": "drawing"}
+    answer = d.client.recommend("testfam", {"member": "kim", "count": 3, "context": context})
+    assert answer["mode"] == "catalog" and len(answer["items"]) == 3
+    scores = [i["score"] for i in answer["items"]]
+    assert scores == sorted(scores, reverse=True)
+    config = parse_config(yaml.safe_dump(cfg), "x.yaml").config
+    family = config.families["testfam"]
+    at = datetime.fromisoformat(context["at"])
+    plan = plan_prompt(family, ["kim"], RequestContext(**context), config.system.safety, [], at)
+    titles = [title_target(i["title"]) for i in answer["items"]]
+    engine = Engine(tiny_model_path, ModelSettings(context_length=1024))
+    try:
+        after = engine.score(plan.prompt + ANSWER_PREFIX, titles).logprobs
+        ref = engine.score(reference_prompt(family, config.system.safety) + ANSWER_PREFIX, titles)
+    finally:
+        engine.close()
+    lift = np.subtract(after, ref.logprobs)
+    # The tiny random model barely reads its prompt: lifts are near 0 while each likelihood is
+    # about -60 to -220, and KV state computed in other chunks moves them by about 0.02.
+    np.testing.assert_allclose(scores, lift, atol=0.05)
+    assert np.abs(np.subtract(scores, after)).min() > 10  # not the plain likelihood

@@ -172,3 +172,52 @@ def test_checked_grammar_sampling_always_writes_what_the_grammar_allows(
         assert engine.generate_checked("x", grammar, 50, cancel=stop).finish_reason == "cancelled"
     finally:
         engine.close()
+
+
+def test_lift_scores_are_the_prompt_minus_the_reference_kept_per_adapter(
+    tiny_model_path: Path, loras: tuple[Path, Path]
+) -> None:
+    """``rank`` with a reference (lift scoring): each item's score is its log-likelihood after
+    the request's prompt minus that after the reference prompt, under the same adapter; the
+    reference scores are computed once per (adapter, prompt, title) and never shared between
+    adapters."""
+    from insan_edge import ranking
+    from insan_edge.catalog import CatalogItem
+    from insan_edge.config.family import Family
+    from insan_edge.kept import Kept
+    from insan_edge.prompts import ANSWER_PREFIX, PromptPlan
+
+    family = Family.model_validate({"members": {"kim": {"name": "Kim", "age": 9, "role": "child"}}})
+    titles = [t.removesuffix('"') for t in TITLES]
+    items = [CatalogItem(i, "*", t, t, "activity", "G", (), 0, 99, "starter") for i, t in enumerate(titles)]  # fmt: skip
+    short = ranking.Shortlist([(item, 0, []) for item in items], [], len(items))
+    prompt = PROMPT.removesuffix(ANSWER_PREFIX)
+    reference = "the family\nIdeas as JSON:\n"
+    plan = PromptPlan(prompt, {"kim": "G"}, ["activity"], ["G"])
+    engine = _engine(tiny_model_path)
+    kept: ranking.ReferenceKept = Kept(100)
+    try:
+        a = engine.load_adapter("fam-a@v1", loras[0])
+        b = engine.load_adapter("fam-b@v1", loras[1])
+        for adapter in (a, b, None):
+            owner = adapter.key if adapter else "base"
+            ranked, _ = ranking.rank(
+                engine, short, plan=plan, family=family, targets=["kim"], count=len(items),
+                adapter=adapter, owner=owner, reference=(reference, kept),
+            )  # fmt: skip
+            direct = engine.score(PROMPT, TITLES, adapter=adapter, owner=owner).logprobs
+            ref = engine.score(reference + ANSWER_PREFIX, TITLES, adapter=adapter).logprobs
+            want = {t: d - r for t, d, r in zip(titles, direct, ref, strict=True)}
+            assert [r.item.title for r in ranked] == sorted(titles, key=lambda t: -want[t])
+            np.testing.assert_allclose([r.logprob for r in ranked], sorted(want.values(), reverse=True), atol=1e-4)  # fmt: skip
+            # The lift differs from the plain likelihood (else the test could not fail).
+            assert max(abs(want[t] - d) for t, d in zip(titles, direct, strict=True)) > 1e-3
+        assert kept.misses == 3 * len(titles) and kept.hits == 0  # one reference per adapter
+        again, _ = ranking.rank(
+            engine, short, plan=plan, family=family, targets=["kim"], count=2, adapter=a,
+            owner="fam-a", reference=(reference, kept),
+        )  # fmt: skip
+        assert kept.hits == len(titles)  # the reference was kept, not scored again
+        assert len(again) == 2
+    finally:
+        engine.close()

@@ -141,11 +141,15 @@ def test_gemma_trains_a_family_adapter_and_the_gate_judges_it(daemon_factory, tm
         return store.recent_accepted(family, members, limit)
 
     try:
+        v1 = engine.load_adapter("v1", adapter_file)
         hits = {
             "base": rank_quality.model_hits(engine, None, parsed, family, recent, held),
-            "v1": rank_quality.model_hits(
-                engine, engine.load_adapter("v1", adapter_file), parsed, family, recent, held
+            "v1": rank_quality.model_hits(engine, v1, parsed, family, recent, held),
+            # system.recommendations.scoring: lift (the title's rise over the family's prompt)
+            "base_lift": rank_quality.model_hits(
+                engine, None, parsed, family, recent, held, "lift"
             ),
+            "v1_lift": rank_quality.model_hits(engine, v1, parsed, family, recent, held, "lift"),
         }
     finally:
         engine.close()

@@ -188,6 +188,11 @@ class RecommendationSettings(ConfigModel):
         title="Catalog candidates",
         description="Catalog items scored by the model per request, after the safety and relevance filters.",
     )
+    scoring: Literal["likelihood", "lift"] = Field(
+        default="likelihood",
+        title="Catalog scoring",
+        description="How the family model scores a catalog item: likelihood (the log-likelihood of its title after the request's prompt) or lift (that log-likelihood, with no recently enjoyed titles in the prompt, minus the title's log-likelihood after the family's prompt with no situation: how much this moment raises it).",
+    )
     recently_shown_hours: float = Field(
         default=24,
         ge=0,
