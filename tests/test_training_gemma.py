@@ -15,7 +15,7 @@ Slow: the first run (which also converts the GGUF into cached training weights) 
 16 minutes on an AVX2-only 2-core EPYC with float32 compute; the whole test took 13 minutes
 (774 s) on a 2-core EPYC with AVX512-BF16, bf16 compute. Issue 8's ranking quality is measured
 (printed) after v1 is promoted: hit@3 of held-out accepted titles for the base, v1, popularity,
-random.
+random, and for the base and v1 scored by lift (``system.recommendations.scoring``).
 """
 
 from __future__ import annotations
