@@ -48,8 +48,8 @@ class LearningPause:
         self._audit("learning_paused", {"until": until.isoformat(), "by": by})
         return {"paused_until": until.isoformat()}
 
-    def resume(self, by: str) -> dict[str, Any]:
-        was = self.until()
+    def resume(self, by: str, today: date | None = None) -> dict[str, Any]:
+        was = self.until(today)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         if was is not None:

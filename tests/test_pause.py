@@ -44,7 +44,7 @@ def test_pause_limits_expiry_and_audit(tmp_path: Path) -> None:
     assert pause.until(TODAY) == TODAY + timedelta(days=2)
     assert pause.until(TODAY + timedelta(days=2)) == TODAY + timedelta(days=2)  # inclusive
     assert pause.until(TODAY + timedelta(days=3)) is None  # over by itself
-    pause.resume("test")
+    pause.resume("test", today=TODAY)  # the pause still held that day: the resume is audited
     assert pause.until(TODAY) is None
     events = [r["event"] for r in store.read("SELECT event FROM audit_log ORDER BY id")]
     assert events == ["learning_paused", "learning_resumed"]
